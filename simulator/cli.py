@@ -1,0 +1,236 @@
+"""The ``fleetsim`` command line: run, validate, list, zoo."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(
+    name="fleetsim",
+    help=(
+        "Discrete-event simulator of cloud-edge fleets with real PyTorch models.\n\n"
+        "Typical day: fleetsim run scenarios/quickstart.yaml --out runs/quick; "
+        "fleetsim run scenarios/quickstart.yaml --set policy.name=all --set network.uplink_mbps=2"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+zoo_app = typer.Typer(help="Models shipped with fleetsim and the command that trains them.")
+app.add_typer(zoo_app, name="zoo")
+
+console = Console()
+errors = Console(stderr=True)
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        help="Override a scenario key, e.g. --set network.uplink_mbps=2 (value parsed as YAML). "
+        "Repeatable.",
+    ),
+]
+ScenarioArg = Annotated[Path, typer.Argument(help="Scenario YAML file (see scenarios/).")]
+
+
+def _load(path: Path, overrides: list[str] | None):
+    from simulator.config import ScenarioError, load_scenario
+
+    try:
+        return load_scenario(path, overrides or [])
+    except ScenarioError as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        raise typer.Exit(2) from None
+    except ValueError as exc:  # e.g. a model lookup that failed while validating
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def validate(
+    scenario: ScenarioArg,
+    overrides: SetOption = None,
+    show: Annotated[bool, typer.Option(help="Print the resolved scenario as YAML.")] = False,
+) -> None:
+    """Check a scenario (and overrides) without running it; exit code 2 if invalid."""
+    from simulator.config import dump_scenario
+
+    resolved = _load(scenario, overrides)
+    if show:
+        console.print(dump_scenario(resolved), highlight=False, markup=False)
+    console.print(f"[green]valid[/]: {scenario}")
+
+
+@app.command()
+def run(
+    scenario: ScenarioArg,
+    overrides: SetOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Run folder (default: runs/<scenario name>)."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar of simulated time.")] = True,
+) -> None:
+    """Run one scenario; write config.yaml, events.parquet and summary.json into the run folder."""
+    from simulator.engine import run_scenario, write_run
+
+    resolved = _load(scenario, overrides)
+    out_dir = out or Path("runs") / resolved.name
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("sim {task.completed:.1f}/{task.total:.1f} s"),
+        TimeElapsedColumn(),
+        console=errors,
+        disable=not progress,
+    ) as bar:
+        task = bar.add_task(f"simulating {resolved.name}", total=1.0)
+
+        def on_progress(now_s: float, end_s: float) -> None:
+            bar.update(task, completed=now_s, total=max(end_s, now_s, 1e-9))
+
+        result = run_scenario(resolved, progress=on_progress)
+    write_run(result, out_dir)
+    _print_summary(result.summary, out_dir)
+
+
+def _print_summary(summary: dict, out_dir: Path) -> None:
+    table = Table(title=f"{summary['scenario']}: {summary['policy']} / {summary['adapter']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    rows = [
+        ("devices", f"{summary['devices']}"),
+        ("samples", f"{summary['samples']:,}"),
+        ("accuracy", f"{100 * summary['accuracy']:.2f} %"),
+        (
+            "uploaded samples",
+            f"{summary['uploaded_samples']:,} ({100 * summary['upload_fraction']:.1f} %)",
+        ),
+        ("upload bytes", f"{summary['upload_bytes']:,}"),
+        ("download bytes", f"{summary['download_bytes']:,}"),
+        ("cloud updates / steps", f"{summary['updates']:,} / {summary['cloud_steps']:,}"),
+        ("simulated time", f"{summary['sim_time_s']:.1f} s"),
+        ("wall time", f"{summary['wall_time_s']:.1f} s"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    domains = Table(title="accuracy per domain")
+    domains.add_column("domain")
+    domains.add_column("samples", justify="right")
+    domains.add_column("accuracy", justify="right")
+    domains.add_column("uploaded", justify="right")
+    for name, row in summary["per_domain"].items():
+        domains.add_row(
+            name,
+            f"{row['samples']:,}",
+            f"{100 * row['accuracy']:.2f} %",
+            f"{row['uploaded_samples']:,}",
+        )
+    console.print(domains)
+    console.print(f"results: {out_dir}/summary.json, events.parquet, config.yaml")
+
+
+class ListKind(str, Enum):
+    policies = "policies"
+    adapters = "adapters"
+    datasets = "datasets"
+    models = "models"
+    corruptions = "corruptions"
+
+
+@app.command("list")
+def list_(kind: Annotated[ListKind, typer.Argument(help="What to list.")]) -> None:
+    """List the registered policies, adapters, datasets, models or corruptions."""
+    registry = _registry(kind)
+    table = Table(title=kind.value)
+    table.add_column("name")
+    table.add_column("description")
+    for name in registry.names():
+        table.add_row(name, registry.describe(name))
+    if kind is ListKind.models:
+        table.add_row("timm:<name>", "any timm model by name (optional checkpoint)")
+    console.print(table)
+
+
+def _registry(kind: ListKind):
+    if kind is ListKind.policies:
+        from policies.upload import UPLOAD_POLICIES
+
+        return UPLOAD_POLICIES
+    if kind is ListKind.adapters:
+        from simulator.adaptation import ADAPTERS
+
+        return ADAPTERS
+    if kind is ListKind.datasets:
+        from simulator.data.datasets import DATASETS
+
+        return DATASETS
+    if kind is ListKind.models:
+        from simulator.models.zoo import MODELS
+
+        return MODELS
+    from simulator.data.corruptions import CORRUPTIONS
+
+    return CORRUPTIONS
+
+
+@zoo_app.command("build")
+def zoo_build(
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write the checkpoints (default: the package's weights folder)."
+        ),
+    ] = None,
+    names: Annotated[
+        list[str] | None, typer.Option("--name", help="Only this model (repeatable).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+) -> None:
+    """Train the shipped synthetic-data models (deterministic; minutes on 2 CPU cores)."""
+    from simulator.models.train import build_zoo
+
+    target = out or Path(__file__).parent / "models" / "weights"
+    results = build_zoo(target, names=names, seed=seed, progress=True)
+    table = Table(title=f"zoo build -> {target}")
+    table.add_column("model")
+    table.add_column("metrics")
+    for name, metrics in results.items():
+        table.add_row(name, ", ".join(f"{k}={v}" for k, v in metrics.items()))
+    console.print(table)
+
+
+@zoo_app.command("list")
+def zoo_list() -> None:
+    """Models by name, with their dataset, size and where their weights come from."""
+    from simulator.models.zoo import list_models, model_info
+
+    table = Table(title="model zoo")
+    for col in ("name", "dataset", "params", "weights", "description"):
+        table.add_column(col)
+    for name in list_models():
+        info = model_info(name)
+        table.add_row(
+            name,
+            str(info.get("dataset", "")),
+            f"{info.get('params', '')}",
+            str(info.get("weights", "")),
+            str(info.get("description", "")),
+        )
+    console.print(table)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

@@ -1,0 +1,457 @@
+"""The scenario schema: YAML -> validated :class:`Scenario`, with dotted overrides and clear errors.
+
+Validation happens once, here, at the edge of the program. Every problem is reported with its dotted
+path, the value given and what is allowed; the rest of the simulator trusts the typed objects.
+
+Plugins (upload policies, cloud adapters) carry their own pydantic ``Config``. Their parameters live in
+a sub-section named after the plugin (``policy.cema.e_min``, ``cloud.cema.lr_edge``), so a YAML can hold
+the parameters of several plugins and a sweep can switch ``policy.name`` without editing the file.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
+
+# --------------------------------------------------------------------------------------------------
+# Errors
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One invalid input: where (dotted path), what was given, what is wrong / allowed."""
+
+    path: str
+    value: Any
+    message: str
+
+    def __str__(self) -> str:
+        shown = "" if self.value is _MISSING else f" = {_short(self.value)}"
+        return f"{self.path or '<scenario>'}{shown}: {self.message}"
+
+
+class ScenarioError(ValueError):
+    """An invalid scenario; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[Problem], source: str = ""):
+        self.problems = problems
+        self.source = source
+        head = f"invalid scenario{f' {source}' if source else ''}"
+        super().__init__(head + ":\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+_MISSING = object()
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------------------------------
+# Schema
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _per_device(value: Any, *, unit: str, allow_zero: bool) -> Any:
+    """A scalar for every device, or a list cycled over devices (device i gets ``v[i % len(v)]``)."""
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ValueError("must be a number or a non-empty list of numbers")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(
+                f"must be a number in {unit} (or a list of them), got {type(v).__name__}"
+            )
+        if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+            bound = ">= 0" if allow_zero else "> 0"
+            raise ValueError(f"must be {bound} {unit}")
+        out.append(float(v))
+    return out if isinstance(value, list) else out[0]
+
+
+def per_device_value(value: float | list[float], device: int) -> float:
+    """The value of a per-device field for device ``device``."""
+    return value[device % len(value)] if isinstance(value, list) else value
+
+
+class DatasetConfig(Section):
+    """Which images the devices see."""
+
+    name: str = Field("synthetic", description="dataset name (fleetsim list datasets)")
+    root: Path | None = Field(
+        None, description="folder holding the data (cifar10: cifar-10-batches-py or npz files)"
+    )
+    split: Literal["test", "train"] = Field("test", description="which split the streams draw from")
+    variant: Literal["auto", "standard", "exact_prefix", "jpeg"] = Field(
+        "auto", description="cifar10 only: standard pickles, the bit-exact prefix, or JPEG-derived"
+    )
+    size: int | None = Field(None, gt=0, description="keep (or generate) only this many images")
+
+    @field_validator("name")
+    @classmethod
+    def _known_dataset(cls, v: str) -> str:
+        from simulator.data.datasets import DATASETS
+
+        if v not in DATASETS:
+            raise ValueError(f"unknown dataset; allowed: {', '.join(DATASETS.names())}")
+        return v
+
+    @field_validator("root")
+    @classmethod
+    def _root_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not Path(v).expanduser().exists():
+            raise ValueError("folder does not exist")
+        return v
+
+
+class FleetConfig(Section):
+    """How many edge devices share the cloud."""
+
+    devices: int = Field(8, gt=0, le=100_000, description="number of edge devices")
+
+
+class StreamConfig(Section):
+    """What each device sees: a schedule of corruption domains and an arrival process."""
+
+    samples_per_device: int = Field(1024, gt=0, description="test samples each device classifies")
+    batch_size: int = Field(64, gt=0, description="edge batch size (CEMA uses 64)")
+    corruptions: list[str] = Field(
+        default_factory=lambda: ["gaussian_noise", "defocus_blur", "contrast", "jpeg_compression"],
+        min_length=1,
+        description="domains, in order; 'clean' is the uncorrupted domain",
+    )
+    severity: int = Field(5, ge=1, le=5, description="corruption severity, 1-5")
+    schedule: Literal["continual", "random"] = Field(
+        "continual",
+        description="continual: the corruptions in order, cycling; random: Markov switching",
+    )
+    segment_samples: int = Field(256, gt=0, description="samples per domain segment")
+    stagger: bool = Field(
+        True, description="rotate each device's corruption order so devices see different domains"
+    )
+    arrival: Literal["fixed", "poisson"] = Field("fixed", description="sample arrival process")
+    rate_hz: float = Field(32.0, gt=0, description="samples per second per device")
+
+    @field_validator("corruptions")
+    @classmethod
+    def _known_corruptions(cls, v: list[str]) -> list[str]:
+        from simulator.data.corruptions import CORRUPTIONS
+
+        bad = [c for c in v if c != "clean" and c not in CORRUPTIONS]
+        if bad:
+            allowed = ["clean", *CORRUPTIONS.names()]
+            raise ValueError(f"unknown corruption {bad[0]!r}; allowed: {', '.join(allowed)}")
+        return v
+
+
+class NetworkConfig(Section):
+    """Per-device links. A list value is cycled over devices (device i gets v[i % len(v)])."""
+
+    uplink_mbps: float | list[float] = Field(10.0, description="uplink bandwidth, Mbit/s (> 0)")
+    downlink_mbps: float | list[float] = Field(50.0, description="downlink bandwidth, Mbit/s (> 0)")
+    latency_ms: float | list[float] = Field(20.0, description="one-way latency, ms (>= 0)")
+    encoding: Literal["raw", "jpeg", "png"] = Field(
+        "jpeg", description="how uploaded images are encoded (bytes measured by encoding them)"
+    )
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality when encoding is jpeg")
+    header_bytes: int = Field(64, ge=0, description="per-message header bytes, each direction")
+
+    @field_validator("uplink_mbps", "downlink_mbps", mode="before")
+    @classmethod
+    def _positive_bandwidth(cls, v: Any) -> Any:
+        return _per_device(v, unit="Mbit/s", allow_zero=False)
+
+    @field_validator("latency_ms", mode="before")
+    @classmethod
+    def _nonnegative_latency(cls, v: Any) -> Any:
+        return _per_device(v, unit="ms", allow_zero=True)
+
+
+def _check_model(v: str | None) -> str | None:
+    if v is None:
+        return v
+    from simulator.models.zoo import check_model_name
+
+    check_model_name(v)
+    return v
+
+
+def _check_file(v: Path | None) -> Path | None:
+    if v is not None and not Path(v).expanduser().is_file():
+        raise ValueError("file does not exist")
+    return v
+
+
+class EdgeConfig(Section):
+    """The edge model and the device's simulated compute."""
+
+    model: str = Field("synthetic_edge", description="edge model (fleetsim list models)")
+    checkpoint: Path | None = Field(None, description="optional weights file for the edge model")
+    ms_per_sample: float = Field(2.0, ge=0, description="simulated inference time per sample, ms")
+    ms_per_batch: float = Field(5.0, ge=0, description="simulated fixed cost per edge batch, ms")
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        return _check_model(v)
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, v: Path | None) -> Path | None:
+        return _check_file(v)
+
+
+class CloudConfig(Section):
+    """The cloud adapter. Adapter parameters live in a sub-section named after it (cloud.cema.*)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    teacher: str | None = Field(
+        "synthetic_teacher", description="cloud foundation model (fleetsim list models)"
+    )
+    teacher_checkpoint: Path | None = Field(None, description="optional weights for the teacher")
+    adapter: str = Field("cema", description="cloud adaptation algorithm (fleetsim list adapters)")
+    scope: Literal["shared", "per_device"] = Field(
+        "shared", description="one edge state for the fleet, or one per device"
+    )
+    workers: int = Field(1, gt=0, description="cloud workers running adaptation steps in parallel")
+    ms_per_step: float = Field(40.0, ge=0, description="simulated time of one adaptation step, ms")
+    state_dtype: Literal["float32", "float16"] = Field(
+        "float32", description="dtype of the normalization state sent down"
+    )
+    _plugins: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
+    @field_validator("teacher")
+    @classmethod
+    def _known_teacher(cls, v: str | None) -> str | None:
+        return _check_model(v)
+
+    @field_validator("teacher_checkpoint")
+    @classmethod
+    def _teacher_checkpoint_exists(cls, v: Path | None) -> Path | None:
+        return _check_file(v)
+
+    @field_validator("adapter")
+    @classmethod
+    def _known_adapter(cls, v: str) -> str:
+        from simulator.adaptation import ADAPTERS
+
+        if v not in ADAPTERS:
+            raise ValueError(f"unknown adapter; allowed: {', '.join(ADAPTERS.names())}")
+        return v
+
+    def params(self, name: str | None = None) -> BaseModel:
+        """Validated parameters of adapter ``name`` (default: the selected one)."""
+        return self._plugins[name or self.adapter]
+
+
+class PolicyConfig(Section):
+    """The upload policy. Its parameters live in a sub-section named after it (policy.cema.*)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    name: str = Field("cema", description="upload policy (fleetsim list policies)")
+    _plugins: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_policy(cls, v: str) -> str:
+        from policies.upload import UPLOAD_POLICIES
+
+        if v not in UPLOAD_POLICIES:
+            raise ValueError(f"unknown policy; allowed: {', '.join(UPLOAD_POLICIES.names())}")
+        return v
+
+    def params(self, name: str | None = None) -> BaseModel:
+        """Validated parameters of policy ``name`` (default: the selected one)."""
+        return self._plugins[name or self.name]
+
+
+class Scenario(Section):
+    """A whole fleetsim run: data, fleet, streams, network, edge, cloud and upload policy."""
+
+    name: str = Field("scenario", description="scenario name (used for the default run folder)")
+    description: str = Field("", description="free text")
+    seed: int = Field(0, ge=0, description="seeds every random draw of the run")
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
+    stream: StreamConfig = Field(default_factory=StreamConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    edge: EdgeConfig = Field(default_factory=EdgeConfig)
+    cloud: CloudConfig = Field(default_factory=CloudConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+
+    def resolved(self) -> dict[str, Any]:
+        """Plain dict of every value in force (defaults filled), as written to config.yaml."""
+        data = self.model_dump(mode="json", exclude={"cloud", "policy"})
+        cloud = self.cloud.model_dump(mode="json")
+        policy = self.policy.model_dump(mode="json")
+        for section, plugins in ((cloud, self.cloud._plugins), (policy, self.policy._plugins)):
+            for key, params in plugins.items():
+                section[key] = params.model_dump(mode="json", by_alias=True)
+        data["cloud"], data["policy"] = cloud, policy
+        return data
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _plugin_registry(section: str) -> tuple[Any, str]:
+    if section == "policy":
+        from policies.upload import UPLOAD_POLICIES
+
+        return UPLOAD_POLICIES, "name"
+    from simulator.adaptation import ADAPTERS
+
+    return ADAPTERS, "adapter"
+
+
+def _validate_plugins(scenario: Scenario) -> list[Problem]:
+    """Validate the plugin sub-sections (policy.<name>.*, cloud.<name>.*) against each Config."""
+    problems: list[Problem] = []
+    for section in ("policy", "cloud"):
+        model = getattr(scenario, section)
+        registry, selector = _plugin_registry(section)
+        raw = dict(model.model_extra or {})
+        selected = getattr(model, selector)
+        raw.setdefault(selected, {})
+        plugins: dict[str, BaseModel] = {}
+        for key, value in raw.items():
+            if key not in registry:
+                own = [k for k in type(model).model_fields]
+                allowed = ", ".join([*own, *(f"{n} (parameters)" for n in registry.names())])
+                problems.append(
+                    Problem(f"{section}.{key}", value, f"unknown key; allowed: {allowed}")
+                )
+                continue
+            config_cls = registry.get(key).Config
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                problems.append(
+                    Problem(f"{section}.{key}", value, f"must be a mapping of {key} parameters")
+                )
+                continue
+            try:
+                plugins[key] = config_cls.model_validate(value)
+            except ValidationError as exc:
+                problems.extend(_problems_from(exc, prefix=(section, key), model=config_cls))
+        model._plugins = plugins
+        for key in list(model.model_extra or {}):
+            del model.model_extra[key]
+    return problems
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The section model a location points into, to list allowed keys for an unknown one."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model
+
+
+def _problems_from(
+    exc: ValidationError, prefix: tuple = (), model: type[BaseModel] = Scenario
+) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        path = ".".join(str(p) for p in (*prefix, *loc))
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            owner = _model_at(model, loc)
+            keys = ", ".join(owner.model_fields) if owner else ""
+            message = "unknown key" + (f"; allowed: {keys}" if keys else "")
+        elif err["type"] == "missing":
+            message = "required key is missing"
+        problems.append(Problem(path, err.get("input", _MISSING), message))
+    return problems
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"network.uplink_mbps=2.5"`` -> ``("network.uplink_mbps", 2.5)``; values are YAML."""
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ScenarioError([Problem(text, _MISSING, "override must look like dotted.key=value")])
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as exc:
+        raise ScenarioError([Problem(key, raw, f"value is not valid YAML: {exc}")]) from None
+    return key, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set dotted keys in a nested dict (a copy), creating sub-sections as needed."""
+    data = copy.deepcopy(data)
+    for text in overrides:
+        key, value = parse_override(text)
+        node = data
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise ScenarioError([Problem(key, value, f"{where} is not a section")])
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def scenario_from_dict(
+    data: dict[str, Any], overrides: list[str] | None = None, source: str = ""
+) -> Scenario:
+    """Validate a scenario given as a dict (plus overrides). Raises :class:`ScenarioError`."""
+    if not isinstance(data, dict):
+        raise ScenarioError([Problem("", data, "a scenario must be a YAML mapping")], source)
+    data = apply_overrides(data, overrides or [])
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(_problems_from(exc), source) from None
+    problems = _validate_plugins(scenario)
+    if problems:
+        raise ScenarioError(problems, source)
+    return scenario
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Read and validate a scenario YAML. Raises :class:`ScenarioError` for any bad input."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError([Problem("<file>", str(path), "scenario file does not exist")])
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ScenarioError([Problem("<file>", str(path), f"not valid YAML: {exc}")]) from None
+    data.setdefault("name", path.stem) if isinstance(data, dict) else None
+    return scenario_from_dict(data, overrides, source=str(path))
+
+
+def dump_scenario(scenario: Scenario) -> str:
+    """The resolved scenario as YAML text (re-loadable with :func:`load_scenario`)."""
+    return yaml.safe_dump(scenario.resolved(), sort_keys=False)

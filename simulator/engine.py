@@ -1,0 +1,222 @@
+"""One run: Scenario -> SimPy environment -> RunResult (events + summary). Deterministic per seed.
+
+Two clocks never mix here: ``sim_time_s`` is what the fleet experiences (from profiles and links),
+``wall_time_s`` is what the simulation cost on this machine.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import simpy
+import torch
+
+from policies.upload import UPLOAD_POLICIES
+from simulator.adaptation import ADAPTERS
+from simulator.config import Scenario, dump_scenario, per_device_value
+from simulator.data.corruptions import corrupt
+from simulator.data.datasets import ImageDataset, create_dataset
+from simulator.data.streams import DeviceStream, build_stream
+from simulator.fleet.cloud import Cloud
+from simulator.fleet.device import EdgeDevice, NormState
+from simulator.fleet.inference import EdgeRuntime
+from simulator.fleet.network import Link
+from simulator.fleet.payload import encoded_sizes
+from simulator.metrics import EventRecorder, summarize
+from simulator.models.norm import get_norm_state
+from simulator.models.zoo import create_model
+
+# Distinct streams of randomness derived from the scenario seed, one per purpose (and per device).
+_STREAM, _POLICY = 1, 2
+
+ProgressCallback = Callable[[float, float], None]  # (sim_time_s now, sim_time_s expected at end)
+
+
+@dataclass
+class RunResult:
+    scenario: Scenario
+    events: pd.DataFrame
+    summary: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _rng(seed: int, purpose: int, device: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, purpose, device])
+
+
+class BatchLoader:
+    """Images of one edge batch: dataset pixels, corrupted per sample domain (uint8 NCHW)."""
+
+    def __init__(self, dataset: ImageDataset, seed: int):
+        self.images = torch.from_numpy(dataset.images).permute(0, 3, 1, 2)
+        self.seed = seed
+
+    def __call__(self, stream: DeviceStream, b: int) -> torch.Tensor:
+        rows = stream.batch(b)
+        indices = torch.from_numpy(stream.indices[rows])
+        images = self.images[indices].contiguous()
+        domain_ids = stream.domain_ids[rows]
+        for d in np.unique(domain_ids):
+            domain = stream.domains[int(d)]
+            if domain.corruption == "clean":
+                continue
+            mask = torch.from_numpy(domain_ids == d)
+            images[mask] = corrupt(
+                images[mask],
+                domain.corruption,
+                domain.severity,
+                seed=self.seed,
+                indices=indices[mask],
+            )
+        return images
+
+
+def run_scenario(scenario: Scenario, progress: ProgressCallback | None = None) -> RunResult:
+    """Simulate the whole fleet and return its events and summary."""
+    wall_start = time.perf_counter()
+    seed = scenario.seed
+    torch.manual_seed(seed)
+    ds_cfg = scenario.dataset
+    dataset = create_dataset(
+        ds_cfg.name,
+        split=ds_cfg.split,
+        root=ds_cfg.root,
+        variant=ds_cfg.variant,
+        seed=seed,
+        size=ds_cfg.size,
+    )
+    num_classes = dataset.num_classes
+
+    adapter_cls = ADAPTERS.get(scenario.cloud.adapter)
+    edge_model = create_model(
+        scenario.edge.model, num_classes=num_classes, checkpoint=scenario.edge.checkpoint
+    )
+    teacher = None
+    if adapter_cls.needs_teacher:
+        if scenario.cloud.teacher is None:
+            raise ValueError(f"adapter {scenario.cloud.adapter!r} needs cloud.teacher")
+        teacher = create_model(
+            scenario.cloud.teacher,
+            num_classes=num_classes,
+            checkpoint=scenario.cloud.teacher_checkpoint,
+        )
+    source_state = get_norm_state(edge_model)
+    adapter = adapter_cls(
+        copy.deepcopy(edge_model), teacher, scenario.cloud.params(), num_classes, seed
+    )
+    runtime = EdgeRuntime(edge_model, batch_statistics=adapter_cls.edge_norm == "batch")
+
+    env = simpy.Environment()
+    recorder = EventRecorder()
+    net = scenario.network
+    loader = BatchLoader(dataset, seed)
+    policy_cls = UPLOAD_POLICIES.get(scenario.policy.name)
+    edge = scenario.edge
+
+    def compute_s(n: int) -> float:
+        return (edge.ms_per_batch + edge.ms_per_sample * n) / 1000.0
+
+    def payload_sizes(images: torch.Tensor) -> np.ndarray:
+        return encoded_sizes(images.permute(0, 2, 3, 1).numpy(), net.encoding, net.jpeg_quality)
+
+    devices: dict[int, EdgeDevice] = {}
+    cloud = Cloud(
+        env,
+        adapter,
+        devices,
+        workers=scenario.cloud.workers,
+        ms_per_step=scenario.cloud.ms_per_step,
+        per_device_scope=scenario.cloud.scope == "per_device",
+        state_dtype=getattr(torch, scenario.cloud.state_dtype),
+        header_bytes=net.header_bytes,
+        recorder=recorder,
+    )
+    end_s = 0.0
+    for d in range(scenario.fleet.devices):
+        stream = build_stream(scenario.stream, d, len(dataset), _rng(seed, _STREAM, d))
+        end_s = max(end_s, float(stream.arrival_s[-1]))
+        latency_s = per_device_value(net.latency_ms, d) / 1000.0
+        devices[d] = EdgeDevice(
+            env,
+            d,
+            stream,
+            labels=dataset.labels,
+            load_batch=loader,
+            runtime=runtime,
+            policy=policy_cls(scenario.policy.params(), num_classes, _rng(seed, _POLICY, d)),
+            uplink=Link(env, per_device_value(net.uplink_mbps, d), latency_s),
+            downlink=Link(env, per_device_value(net.downlink_mbps, d), latency_s),
+            deliver=cloud.deliver,
+            payload_sizes=payload_sizes,
+            header_bytes=net.header_bytes,
+            compute_s=compute_s,
+            initial_state=NormState(source_state, version=0),
+            recorder=recorder,
+        )
+        env.process(devices[d].run())
+
+    ticks = 100
+    for k in range(1, ticks + 1):
+        env.run(until=end_s * k / ticks)
+        if progress:
+            progress(env.now, end_s)
+    env.run()  # uploads and downloads still in flight after the last arrival
+    if progress:
+        progress(env.now, env.now)
+
+    events = recorder.frame()
+    summary = summarize(events)
+    summary.update(
+        scenario=scenario.name,
+        seed=seed,
+        devices=scenario.fleet.devices,
+        policy=scenario.policy.name,
+        adapter=scenario.cloud.adapter,
+        dataset=dataset.source,
+        sim_time_s=float(env.now),
+        cloud_busy_s=cloud.busy_s,
+        wall_time_s=time.perf_counter() - wall_start,
+    )
+    for row in summary["per_device"]:
+        d = row["device"]
+        row["uplink_mbps"] = per_device_value(net.uplink_mbps, d)
+        row["downlink_mbps"] = per_device_value(net.downlink_mbps, d)
+    return RunResult(scenario, events, summary)
+
+
+def write_run(result: RunResult, out_dir: str | Path) -> Path:
+    """Write config.yaml, events.parquet and summary.json atomically into ``out_dir``.
+
+    Everything goes to a temporary sibling folder first, which then replaces ``out_dir`` by rename,
+    so an interrupted write never leaves a half-written run folder behind.
+    """
+    import json
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        (tmp / "config.yaml").write_text(dump_scenario(result.scenario))
+        result.events.to_parquet(tmp / "events.parquet", index=False)
+        (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
+        if out_dir.exists():
+            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir

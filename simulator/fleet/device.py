@@ -1,0 +1,119 @@
+"""An edge device: classify each arriving batch, choose uploads, send them, take state updates."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+import torch
+
+from policies.upload import UploadPolicy
+from simulator.data.streams import DeviceStream
+from simulator.fleet.inference import EdgeRuntime
+from simulator.fleet.network import Link
+from simulator.metrics import EventRecorder
+
+
+@dataclass
+class UploadMessage:
+    """Samples of one edge batch, delivered to the cloud."""
+
+    device: int
+    batch: int
+    images: torch.Tensor  # uint8 (n,3,H,W)
+    nbytes: int
+    sent_s: float
+
+
+@dataclass
+class NormState:
+    """A normalization state as held by a device: tensors, version and when it was produced."""
+
+    tensors: dict[str, torch.Tensor]
+    version: int = 0
+    produced_s: float = float("nan")
+
+
+class EdgeDevice:
+    """SimPy actor for one device. ``run()`` reads as the device's day."""
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        device_id: int,
+        stream: DeviceStream,
+        labels: np.ndarray,
+        load_batch: Callable[[DeviceStream, int], torch.Tensor],
+        runtime: EdgeRuntime,
+        policy: UploadPolicy,
+        uplink: Link,
+        downlink: Link,
+        deliver: Callable[[UploadMessage], None],
+        payload_sizes: Callable[[torch.Tensor], np.ndarray],
+        header_bytes: int,
+        compute_s: Callable[[int], float],
+        initial_state: NormState,
+        recorder: EventRecorder,
+    ):
+        self.env, self.id, self.stream, self.labels = env, device_id, stream, labels
+        self.load_batch, self.runtime, self.policy = load_batch, runtime, policy
+        self.uplink, self.downlink = uplink, downlink
+        self.deliver, self.payload_sizes, self.header_bytes = deliver, payload_sizes, header_bytes
+        self.compute_s, self.state, self.recorder = compute_s, initial_state, recorder
+        self.batches_done = 0
+
+    def run(self) -> Generator[simpy.Event, None, None]:
+        for b in range(self.stream.num_batches):
+            wait_s = self.stream.ready_s(b) - self.env.now
+            if wait_s > 0:
+                yield self.env.timeout(wait_s)
+            rows = self.stream.batch(b)
+            images = self.load_batch(self.stream, b)
+            yield self.env.timeout(self.compute_s(len(images)))
+            state = self.state
+            out = self.runtime.infer(images, state.tensors)
+            upload = np.asarray(self.policy.select(out.probs, out.entropy), dtype=bool)
+            labels = self.labels[self.stream.indices[rows]]
+            prediction = out.prediction.numpy()
+            domains = self.stream.domains
+            self.recorder.samples(
+                sim_time_s=self.env.now,
+                device=self.id,
+                batch=b,
+                index=self.stream.indices[rows],
+                domain=np.array([domains[d].key for d in self.stream.domain_ids[rows]]),
+                label=labels,
+                prediction=prediction,
+                correct=prediction == labels,
+                entropy=out.entropy.numpy().astype(np.float32),
+                uploaded=upload,
+                reason=np.asarray(getattr(self.policy, "last_reasons", np.full(len(upload), ""))),
+                version=state.version,
+                state_age_s=self.env.now - state.produced_s,
+            )
+            if upload.any():
+                self.env.process(self.send(b, images[torch.from_numpy(upload)]))
+            self.batches_done += 1
+
+    def send(self, batch: int, images: torch.Tensor) -> Generator[simpy.Event, None, None]:
+        """Upload the selected samples of one batch as one message."""
+        nbytes = self.header_bytes + int(self.payload_sizes(images).sum())
+        sent_s = self.env.now
+        yield self.env.process(self.uplink.send(nbytes))
+        self.recorder.message(
+            "upload",
+            sim_time_s=self.env.now,
+            sent_s=sent_s,
+            device=self.id,
+            batch=batch,
+            samples=len(images),
+            bytes=nbytes,
+        )
+        self.deliver(UploadMessage(self.id, batch, images, nbytes, sent_s))
+
+    def receive(self, state: NormState) -> None:
+        """A downloaded state replaces the current one, unless an even newer one arrived first."""
+        if state.version > self.state.version:
+            self.state = state

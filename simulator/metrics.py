@@ -1,0 +1,104 @@
+"""Event recording (every sample, upload, update and download) and the run summary.
+
+Events are one tidy table (``events.parquet``), one row per event, ``kind`` saying which:
+
+- ``sample``: an edge prediction (device, batch, dataset index, domain, label, prediction, correct,
+  entropy, uploaded, reason, the normalization-state version used and its age in simulated seconds);
+- ``upload``: a message delivered to the cloud (device, batch, samples, bytes, sent/delivered time);
+- ``update``: a cloud adaptation of one scope (steps, samples, new version);
+- ``download``: normalization state delivered to a device (bytes, version).
+
+Sample rows are collected as per-batch column arrays, so recording costs little per sample.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+class EventRecorder:
+    """Collects events during a run and turns them into a DataFrame."""
+
+    def __init__(self) -> None:
+        self._samples: dict[str, list[np.ndarray]] = defaultdict(list)
+        self._messages: list[dict[str, Any]] = []
+
+    def samples(self, **columns: np.ndarray) -> None:
+        """Record one edge batch; every column has one value per sample (scalars are broadcast)."""
+        n = max(len(v) for v in columns.values() if np.ndim(v) > 0)
+        for key, value in columns.items():
+            self._samples[key].append(np.broadcast_to(np.asarray(value), (n,)))
+
+    def message(self, kind: str, **fields: Any) -> None:
+        """Record one upload, update or download event."""
+        self._messages.append({"kind": kind, **fields})
+
+    def frame(self) -> pd.DataFrame:
+        samples = pd.DataFrame({k: np.concatenate(v) for k, v in self._samples.items()})
+        if len(samples):
+            samples.insert(0, "kind", "sample")
+        messages = pd.DataFrame(self._messages)
+        frames = [f for f in (samples, messages) if len(f)]
+        if not frames:
+            return pd.DataFrame({"kind": pd.Series(dtype=str)})
+        events = pd.concat(frames, ignore_index=True, sort=False)
+        events = events.sort_values(["sim_time_s", "kind"], kind="stable", ignore_index=True)
+        for col in ("domain", "reason", "kind"):
+            if col in events:
+                events[col] = events[col].astype("category")
+        return events
+
+
+def summarize(events: pd.DataFrame) -> dict[str, Any]:
+    """Headline numbers of a run, computed from its events."""
+    samples = events[events["kind"] == "sample"]
+    uploads = events[events["kind"] == "upload"]
+    updates = events[events["kind"] == "update"]
+    downloads = events[events["kind"] == "download"]
+    n = len(samples)
+    correct = samples["correct"].astype(bool)
+    uploaded = samples["uploaded"].astype(bool)
+
+    per_domain = {}
+    for domain, group in samples.groupby("domain", observed=True, sort=True):
+        per_domain[str(domain)] = {
+            "samples": int(len(group)),
+            "accuracy": float(group["correct"].mean()),
+            "uploaded_samples": int(group["uploaded"].sum()),
+        }
+
+    per_device = []
+    for device, group in samples.groupby("device", sort=True):
+        dev_up = uploads[uploads["device"] == device]
+        dev_down = downloads[downloads["device"] == device]
+        per_device.append(
+            {
+                "device": int(device),
+                "samples": int(len(group)),
+                "accuracy": float(group["correct"].mean()),
+                "uploaded_samples": int(group["uploaded"].sum()),
+                "upload_bytes": int(dev_up["bytes"].sum()) if len(dev_up) else 0,
+                "download_bytes": int(dev_down["bytes"].sum()) if len(dev_down) else 0,
+                "downloads": int(len(dev_down)),
+            }
+        )
+
+    return {
+        "samples": int(n),
+        "accuracy": float(correct.mean()) if n else float("nan"),
+        "uploaded_samples": int(uploaded.sum()),
+        "upload_fraction": float(uploaded.mean()) if n else 0.0,
+        "upload_messages": int(len(uploads)),
+        "upload_bytes": int(uploads["bytes"].sum()) if len(uploads) else 0,
+        "download_bytes": int(downloads["bytes"].sum()) if len(downloads) else 0,
+        "downloads": int(len(downloads)),
+        "updates": int(len(updates)),
+        "cloud_steps": int(updates["steps"].sum()) if len(updates) else 0,
+        "mean_entropy": float(samples["entropy"].mean()) if n else float("nan"),
+        "per_domain": per_domain,
+        "per_device": per_device,
+    }
