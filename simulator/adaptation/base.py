@@ -1,0 +1,131 @@
+"""Cloud adapters: the learning algorithm the cloud runs on uploaded samples.
+
+An adapter knows nothing of SimPy or time: the cloud process hands it the uploads of one edge
+batch (``observe``), then downloads ``norm_state(scope)`` to the devices of that scope. The adapter
+owns all scopes (a device id for per-device adaptation, ``0`` for one state shared by the fleet) and
+keeps per scope only the edge normalization state, its optimizer momentum, a replay buffer and a
+generator, never a model copy.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+try:  # the shared helpers; a private equivalent until simulator/models/norm.py exists
+    from simulator.models.norm import configure_norm_adaptation, get_norm_state, set_norm_state
+except ModuleNotFoundError as error:  # pragma: no cover - depends on the checkout
+    if error.name != "simulator.models.norm":
+        raise
+
+    def _batch_norms(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
+        return [
+            (name, module)
+            for name, module in model.named_modules()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm)
+        ]
+
+    def get_norm_state(model: nn.Module) -> dict[str, torch.Tensor]:
+        """Cloned BN affine + running statistics, keyed ``<bn>.weight/.bias/.running_*``."""
+        state: dict[str, torch.Tensor] = {}
+        for name, bn in _batch_norms(model):
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                tensor = getattr(bn, key)
+                if tensor is not None:
+                    state[f"{name}.{key}"] = tensor.detach().clone()
+        return state
+
+    def set_norm_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """Copy ``state`` into the BN tensors in place (optimizers keep their references)."""
+        with torch.no_grad():
+            for name, bn in _batch_norms(model):
+                for key in ("weight", "bias", "running_mean", "running_var"):
+                    tensor = getattr(bn, key)
+                    if tensor is not None:
+                        tensor.copy_(state[f"{name}.{key}"])
+
+    def configure_norm_adaptation(model: nn.Module) -> list[nn.Parameter]:
+        """``requires_grad`` only on the BN affine parameters, which are returned."""
+        model.requires_grad_(False)
+        params: list[nn.Parameter] = []
+        for _, bn in _batch_norms(model):
+            for param in (bn.weight, bn.bias):
+                if param is not None:
+                    param.requires_grad_(True)
+                    params.append(param)
+        return params
+
+
+EdgeNorm = Literal["eval", "batch"]
+
+__all__ = [
+    "AdaptStats",
+    "CloudAdapter",
+    "EdgeNorm",
+    "configure_norm_adaptation",
+    "get_norm_state",
+    "set_norm_state",
+]
+
+
+@dataclass(frozen=True)
+class AdaptStats:
+    """What one ``observe`` call did.
+
+    ``steps``: edge-model optimisation steps; ``samples``: images through those steps' training
+    forward passes (new + replayed); ``teacher_steps``: foundation-model steps; ``loss``: mean edge
+    loss over the steps (``None`` without a step).
+    """
+
+    steps: int = 0
+    samples: int = 0
+    teacher_steps: int = 0
+    loss: float | None = None
+
+
+class CloudAdapter(ABC):
+    """Base of all cloud adaptation algorithms (registered in ``ADAPTERS``).
+
+    ``edge_norm`` tells the edge how to normalise: ``"eval"`` uses the downloaded running
+    statistics, ``"batch"`` each test batch's own statistics (the BN-adaptation baseline).
+    """
+
+    Config: ClassVar[type[BaseModel]]
+    needs_teacher: ClassVar[bool] = False
+    edge_norm: ClassVar[EdgeNorm] = "eval"
+
+    def __init__(
+        self,
+        edge_model: nn.Module,
+        teacher: nn.Module | None,
+        config: BaseModel | None,
+        num_classes: int,
+        seed: int,
+    ):
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if self.needs_teacher and teacher is None:
+            raise ValueError(f"adapter {type(self).__name__} needs a teacher (foundation) model")
+        self.edge_model = edge_model
+        self.teacher = teacher
+        self.config = config if config is not None else self.Config()
+        self.num_classes = num_classes
+        self.seed = seed
+
+    @abstractmethod
+    def observe(self, scope: Hashable, images: torch.Tensor) -> AdaptStats:
+        """Learn from the uploads (n, 3, H, W) float in [0, 1] of one edge batch of one device."""
+
+    @abstractmethod
+    def norm_state(self, scope: Hashable) -> dict[str, torch.Tensor]:
+        """The BN affine + running statistics that devices of ``scope`` download now."""
+
+    @abstractmethod
+    def version(self, scope: Hashable) -> int:
+        """Number of updates of ``scope``'s edge state so far (0 = the source model)."""

@@ -1,0 +1,327 @@
+"""CEMA cloud adapter (Chen et al., "Towards Robust and Efficient Cloud-Edge Elastic Model
+Adaptation via Selective Entropy Distillation", ICLR 2024; official code chenyaofo/CEMA).
+
+Per full cloud batch of ``batch_size`` uploads (FIFO, remainders carried over to the next call):
+
+1. foundation model (teacher), BN in train mode: one SGD step on its BN affine with
+   ``mean_i exp(E_0 - H_i) H_i`` over *all* samples of the batch (the released code's cloud
+   entropy filter is commented out), ``E_0 = e0_factor * ln C`` static;
+2. edge model, BN in train mode: one SGD step on its BN affine with ``cema_distillation_loss``
+   over the batch plus ``replay_batch`` replayed uploads once ``replay_min`` are stored; the
+   teacher logits come from the teacher *after* its step, without gradient.
+
+When a call yields no full batch and more than ``replay_min`` uploads are stored, one replay-only
+step on ``replay_only_batch`` replayed uploads (no teacher step). Uploads enter the replay buffer
+before the batches are formed, so replayed samples may include the current ones (as released).
+
+Deviations from the released code (``codebase/core/tta/cema.py``, ``conf/cema.conf``), following
+fleetsim's DESIGN.md: the released edge and teacher drop BN running statistics
+(``track_running_stats = False``: every forward uses batch statistics, with TBR batch
+renormalisation, ``is_tbr: true``); here the edge keeps running statistics, initialised from its
+first cloud batch and then updated with ``bn_momentum``, so a download (affine + running
+statistics) fully defines the eval-mode edge model. The teacher's distillation forward uses batch
+statistics without updating running statistics (``teacher_distill_norm="batch"``), which is what
+the released code's eval-mode, statistics-free BN computes. The released code keeps one edge model
+for all devices; scopes here may be per device.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from simulator.adaptation import ADAPTERS
+from simulator.adaptation.base import (
+    AdaptStats,
+    CloudAdapter,
+    configure_norm_adaptation,
+    get_norm_state,
+    set_norm_state,
+)
+from simulator.adaptation.losses import cema_distillation_loss, teacher_entropy_loss
+from simulator.adaptation.replay import ReplayBuffer
+
+
+def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+
+
+@contextmanager
+def _bn_train_mode(
+    model: nn.Module, momentum: float | None = None, update_running: bool = True
+) -> Iterator[None]:
+    """Whole model in eval mode except BN in train mode (batch statistics); restores afterwards.
+
+    ``momentum`` overrides the BN running-statistics momentum; ``update_running=False``
+    normalises with batch statistics without touching the running statistics.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    norms = [(bn, bn.momentum, bn.track_running_stats) for bn in _batch_norms(model)]
+    model.eval()
+    for bn, _, _ in norms:
+        bn.train()
+        if momentum is not None:
+            bn.momentum = momentum
+        if not update_running:
+            bn.track_running_stats = False
+    try:
+        yield
+    finally:
+        for bn, bn_momentum, track in norms:
+            bn.momentum, bn.track_running_stats = bn_momentum, track
+        for module, training in modes:
+            module.training = training
+
+
+def _scope_key(scope: Hashable) -> int:
+    """A stable non-negative integer for a scope (``hash`` of str is salted per process)."""
+    if isinstance(scope, (int, np.integer)) and not isinstance(scope, bool) and scope >= 0:
+        return int(scope)
+    return zlib.crc32(repr(scope).encode())
+
+
+@dataclass
+class _ScopeState:
+    """Everything one scope owns: edge norm state, SGD momentum, replay, carry-over, generator."""
+
+    norm: dict[str, torch.Tensor]
+    generator: torch.Generator
+    replay: ReplayBuffer
+    momentum: list[torch.Tensor | None] = field(default_factory=list)
+    pending: torch.Tensor | None = None  # uploads not yet in a full cloud batch (float32, CPU)
+    version: int = 0
+
+
+@ADAPTERS.register("cema")
+class CemaAdapter(CloudAdapter):
+    """CEMA: teacher entropy step, then replay-based entropy distillation into the edge BN."""
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+        batch_size: int = Field(32, gt=0, description="Uploads per cloud batch (FIFO, carry-over).")
+        lr_teacher: float = Field(
+            2.5e-4, gt=0, description="SGD learning rate of the foundation model's BN affine."
+        )
+        lr_edge: float = Field(2.5e-3, gt=0, description="SGD learning rate of the edge BN affine.")
+        momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum of both optimizers.")
+        e0_factor: float = Field(
+            0.4, gt=0, le=1, description="E_0 = e0_factor * ln(C) in the weights exp(E_0 - H)."
+        )
+        entropy_weight: float = Field(3.0, ge=0, description="Weight of the student entropy term.")
+        kl_weight: float = Field(3.0, ge=0, description="Weight of the KL(teacher||student) term.")
+        ce_weight: float = Field(1.0, ge=0, description="Weight of the pseudo-label CE term.")
+        replay_capacity: int = Field(
+            10_000, ge=0, description="Replay buffer size (last uploads kept; 0 disables replay)."
+        )
+        replay_batch: int = Field(
+            96, ge=0, description="Replayed uploads added to each cloud batch's edge step."
+        )
+        replay_min: int = Field(
+            256, ge=0, description="Stored uploads needed before replay is used."
+        )
+        replay_only_batch: int = Field(
+            128,
+            ge=0,
+            description="Replay-only edge step size when a call forms no full batch (0 disables).",
+        )
+        replay_dtype: Literal["uint8", "float16"] = Field(
+            "uint8", description="Storage type of replayed images."
+        )
+        adapt_teacher: bool = Field(
+            True, description="Adapt the foundation model by entropy minimisation on uploads."
+        )
+        bn_momentum: float = Field(
+            0.1, gt=0, le=1, description="Momentum of the edge BN running statistics."
+        )
+        init_stats_from_first_batch: bool = Field(
+            True, description="Edge running statistics start from the first cloud batch's."
+        )
+        teacher_distill_norm: Literal["batch", "running"] = Field(
+            "batch",
+            description="Teacher BN for distillation logits: batch or running statistics.",
+        )
+
+        @model_validator(mode="after")
+        def _replay_sizes_fit(self) -> CemaAdapter.Config:
+            if self.replay_capacity and self.replay_min > self.replay_capacity:
+                raise ValueError(
+                    f"replay_min ({self.replay_min}) exceeds replay_capacity "
+                    f"({self.replay_capacity}): replay would never start"
+                )
+            return self
+
+    needs_teacher = True
+    edge_norm = "eval"
+
+    def __init__(
+        self,
+        edge_model: nn.Module,
+        teacher: nn.Module | None,
+        config: BaseModel | None,
+        num_classes: int,
+        seed: int,
+    ):
+        super().__init__(edge_model, teacher, config, num_classes, seed)
+        cfg: CemaAdapter.Config = self.config  # type: ignore[assignment]
+        self.e0 = cfg.e0_factor * math.log(num_classes)
+        self._source_state = get_norm_state(edge_model)
+        self._edge_params = configure_norm_adaptation(edge_model)
+        self._edge_optimizer = torch.optim.SGD(
+            self._edge_params, lr=cfg.lr_edge, momentum=cfg.momentum
+        )
+        assert teacher is not None
+        if cfg.adapt_teacher:
+            self._teacher_optimizer: torch.optim.Optimizer | None = torch.optim.SGD(
+                configure_norm_adaptation(teacher), lr=cfg.lr_teacher, momentum=cfg.momentum
+            )
+        else:
+            teacher.requires_grad_(False)
+            self._teacher_optimizer = None
+        teacher.eval()
+        self._scopes: dict[Hashable, _ScopeState] = {}
+
+    # -- scopes ------------------------------------------------------------------------------
+    def _scope(self, scope: Hashable) -> _ScopeState:
+        if scope not in self._scopes:
+            sequence = np.random.SeedSequence([self.seed, _scope_key(scope)])
+            generator = torch.Generator().manual_seed(int(sequence.generate_state(1, np.uint64)[0]))
+            cfg: CemaAdapter.Config = self.config  # type: ignore[assignment]
+            self._scopes[scope] = _ScopeState(
+                norm={k: v.clone() for k, v in self._source_state.items()},
+                generator=generator,
+                replay=ReplayBuffer(cfg.replay_capacity, cfg.replay_dtype),
+                momentum=[None] * len(self._edge_params),
+            )
+        return self._scopes[scope]
+
+    def norm_state(self, scope: Hashable) -> dict[str, torch.Tensor]:
+        """Affine + running statistics of ``scope``'s edge model (source state before updates)."""
+        state = self._scopes[scope].norm if scope in self._scopes else self._source_state
+        return {name: tensor.clone() for name, tensor in state.items()}
+
+    def version(self, scope: Hashable) -> int:
+        """Edge optimisation steps taken for ``scope``."""
+        return self._scopes[scope].version if scope in self._scopes else 0
+
+    def replay_size(self, scope: Hashable) -> int:
+        """Uploads currently stored in ``scope``'s replay buffer."""
+        return len(self._scopes[scope].replay) if scope in self._scopes else 0
+
+    def pending(self, scope: Hashable) -> int:
+        """Uploads of ``scope`` carried over, waiting for a full cloud batch."""
+        state = self._scopes.get(scope)
+        return 0 if state is None or state.pending is None else len(state.pending)
+
+    # -- learning ----------------------------------------------------------------------------
+    def observe(self, scope: Hashable, images: torch.Tensor) -> AdaptStats:
+        """Queue one edge batch's uploads; run every full cloud batch (or one replay-only step)."""
+        if images.ndim != 4:
+            raise ValueError(f"expected uploads as (n, C, H, W), got shape {tuple(images.shape)}")
+        cfg: CemaAdapter.Config = self.config  # type: ignore[assignment]
+        with torch.inference_mode(False), torch.enable_grad():
+            images = images.detach().to(device="cpu", dtype=torch.float32).clone()
+            state = self._scope(scope)
+            state.replay.add(images)
+            state.pending = images if state.pending is None else torch.cat([state.pending, images])
+
+            losses: list[float] = []
+            samples = teacher_steps = 0
+            self._load(state)
+            try:
+                while len(state.pending) >= cfg.batch_size:
+                    batch = state.pending[: cfg.batch_size]
+                    state.pending = state.pending[cfg.batch_size :]
+                    if self._teacher_optimizer is not None:
+                        self._teacher_step(batch)
+                        teacher_steps += 1
+                    stored = len(state.replay)
+                    if cfg.replay_batch and stored >= max(cfg.replay_min, cfg.replay_batch):
+                        replayed = state.replay.sample(cfg.replay_batch, state.generator)
+                        batch = torch.cat([batch, replayed])
+                    losses.append(self._edge_step(state, batch))
+                    samples += len(batch)
+                stored = len(state.replay)
+                replay_only = cfg.replay_only_batch and not losses
+                if replay_only and stored > cfg.replay_min and stored >= cfg.replay_only_batch:
+                    batch = state.replay.sample(cfg.replay_only_batch, state.generator)
+                    losses.append(self._edge_step(state, batch))
+                    samples += len(batch)
+            finally:
+                self._unload(state, updated=bool(losses))
+        loss = float(np.mean(losses)) if losses else None
+        return AdaptStats(
+            steps=len(losses), samples=samples, teacher_steps=teacher_steps, loss=loss
+        )
+
+    def _load(self, state: _ScopeState) -> None:
+        """Put the scope's norm state and SGD momentum into the one edge module and optimizer."""
+        set_norm_state(self.edge_model, state.norm)
+        self._edge_optimizer.state.clear()
+        for param, buffer in zip(self._edge_params, state.momentum, strict=True):
+            if buffer is not None:
+                self._edge_optimizer.state[param] = {"momentum_buffer": buffer}
+
+    def _unload(self, state: _ScopeState, updated: bool) -> None:
+        """Read the scope's state back and leave the edge module in its source state."""
+        if updated:
+            state.norm = get_norm_state(self.edge_model)
+            state.momentum = [
+                self._edge_optimizer.state.get(param, {}).get("momentum_buffer")
+                for param in self._edge_params
+            ]
+        self._edge_optimizer.state.clear()
+        set_norm_state(self.edge_model, self._source_state)
+
+    def _device(self, model: nn.Module) -> torch.device:
+        return next(model.parameters()).device
+
+    def _teacher_step(self, images: torch.Tensor) -> None:
+        """One entropy-minimisation SGD step of the foundation model (BN train mode)."""
+        assert self.teacher is not None and self._teacher_optimizer is not None
+        with _bn_train_mode(self.teacher):
+            logits = self.teacher(images.to(self._device(self.teacher)))
+            loss = teacher_entropy_loss(logits, self.e0)
+            self._teacher_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self._teacher_optimizer.step()
+
+    @torch.no_grad()
+    def _teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
+        assert self.teacher is not None
+        cfg: CemaAdapter.Config = self.config  # type: ignore[assignment]
+        images = images.to(self._device(self.teacher))
+        if cfg.teacher_distill_norm == "batch":
+            with _bn_train_mode(self.teacher, update_running=False):
+                return self.teacher(images)
+        return self.teacher(images)
+
+    def _edge_step(self, state: _ScopeState, images: torch.Tensor) -> float:
+        """One distillation SGD step of the edge BN affine; BN running stats update (train mode)."""
+        cfg: CemaAdapter.Config = self.config  # type: ignore[assignment]
+        teacher_logits = self._teacher_logits(images)
+        first = state.version == 0 and cfg.init_stats_from_first_batch
+        with _bn_train_mode(self.edge_model, momentum=1.0 if first else cfg.bn_momentum):
+            student_logits = self.edge_model(images.to(self._device(self.edge_model)))
+            loss = cema_distillation_loss(
+                student_logits,
+                teacher_logits.to(student_logits.device),
+                self.e0,
+                entropy_weight=cfg.entropy_weight,
+                kl_weight=cfg.kl_weight,
+                ce_weight=cfg.ce_weight,
+            )
+            self._edge_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self._edge_optimizer.step()
+        state.version += 1
+        return float(loss.item())

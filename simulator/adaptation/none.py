@@ -1,0 +1,46 @@
+"""The source model: no adaptation at all (lower reference)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from simulator.adaptation import ADAPTERS
+from simulator.adaptation.base import AdaptStats, CloudAdapter, get_norm_state
+
+
+@ADAPTERS.register("none")
+class SourceAdapter(CloudAdapter):
+    """Source model: never adapts; devices keep the pretrained normalization state."""
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    needs_teacher = False
+    edge_norm = "eval"
+
+    def __init__(
+        self,
+        edge_model: nn.Module,
+        teacher: nn.Module | None,
+        config: BaseModel | None,
+        num_classes: int,
+        seed: int,
+    ):
+        super().__init__(edge_model, teacher, config, num_classes, seed)
+        self._source_state = get_norm_state(edge_model)
+
+    def observe(self, scope: Hashable, images: torch.Tensor) -> AdaptStats:
+        """Do nothing: no cloud work, no update."""
+        return AdaptStats()
+
+    def norm_state(self, scope: Hashable) -> dict[str, torch.Tensor]:
+        """The source model's normalization state."""
+        return {name: tensor.clone() for name, tensor in self._source_state.items()}
+
+    def version(self, scope: Hashable) -> int:
+        """Always 0: the source state is never updated."""
+        return 0
