@@ -1,0 +1,23 @@
+"""Upload nothing (edge-only operation; the cloud never learns)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from policies.upload import UPLOAD_POLICIES
+from policies.upload.base import DISABLED, UploadPolicy, check_batch
+
+
+@UPLOAD_POLICIES.register("none")
+class NoUpload(UploadPolicy):
+    """Upload nothing: every sample stays on the device."""
+
+    class Config(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    def select(self, probs: torch.Tensor, entropy: torch.Tensor) -> np.ndarray:
+        batch_size = check_batch(probs, entropy)
+        self.last_reasons = np.full(batch_size, DISABLED, dtype=object)
+        return np.zeros(batch_size, dtype=bool)
