@@ -1,0 +1,103 @@
+"""The command line as a user runs it: exit codes, messages, files written (or not)."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from simulator.cli import app
+from tests.conftest import tiny_scenario_dict
+
+runner = CliRunner()
+
+
+def test_run_writes_the_three_files_and_prints_a_summary(tmp_path: Path, tiny_yaml: Path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(tiny_yaml), "--out", str(out), "--set", "seed=2"])
+    assert result.exit_code == 0, result.output
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "events.parquet", "summary.json"}
+    assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 2
+    assert "accuracy" in result.output and "upload bytes" in result.output
+
+
+@pytest.mark.parametrize(
+    ("override", "path"),
+    [
+        ("stream.nope=1", "stream.nope"),
+        ("fleet.devices=abc", "fleet.devices"),
+        ("network.uplink_mbps=-2", "network.uplink_mbps"),
+        ("network.downlink_mbps=0", "network.downlink_mbps"),
+        ("stream.severity=6", "stream.severity"),
+        ("stream.corruptions=[acid_rain]", "stream.corruptions"),
+        ("policy.name=oracle", "policy.name"),
+        ("cloud.adapter=unknown", "cloud.adapter"),
+        ("edge.model=not_a_model", "edge.model"),
+        ("cloud.teacher=timm:not_a_model_xyz", "cloud.teacher"),
+        ("dataset.name=imagenet22k", "dataset.name"),
+        ("edge.checkpoint=missing.pt", "edge.checkpoint"),
+    ],
+)
+def test_bad_input_exits_2_names_the_path_and_writes_nothing(tmp_path, tiny_yaml, override, path):
+    out = tmp_path / "never"
+    for command in ("run", "validate"):
+        args = [command, str(tiny_yaml), "--set", override]
+        if command == "run":
+            args += ["--out", str(out)]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert path in result.output
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.yaml"]
+
+
+def test_missing_scenario_file_exits_2(tmp_path):
+    result = runner.invoke(app, ["run", str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2
+    assert "does not exist" in result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_validate_accepts_a_good_scenario_and_shows_it(tiny_yaml):
+    result = runner.invoke(app, ["validate", str(tiny_yaml), "--show"])
+    assert result.exit_code == 0, result.output
+    assert "valid" in result.output and "uplink_mbps" in result.output
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        ("policies", ["none", "all", "random", "cema"]),
+        ("adapters", ["none", "bn_stats", "cema"]),
+        ("datasets", ["synthetic", "cifar10"]),
+        ("models", ["resnet20", "resnet56", "synthetic_edge", "synthetic_teacher", "timm:"]),
+        (
+            "corruptions",
+            [
+                "gaussian_noise",
+                "shot_noise",
+                "impulse_noise",
+                "defocus_blur",
+                "contrast",
+                "brightness",
+                "pixelate",
+                "jpeg_compression",
+            ],
+        ),
+    ],
+)
+def test_list_shows_every_registered_name(kind, expected):
+    result = runner.invoke(app, ["list", kind])
+    assert result.exit_code == 0, result.output
+    for name in expected:
+        assert name in result.output
+
+
+def test_quickstart_scenario_is_valid():
+    repo = Path(__file__).resolve().parents[1]
+    result = runner.invoke(app, ["validate", str(repo / "scenarios" / "quickstart.yaml")])
+    assert result.exit_code == 0, result.output
+
+
+def test_tiny_dict_helper_matches_yaml(tiny_yaml):
+    assert yaml.safe_load(tiny_yaml.read_text()) == tiny_scenario_dict()
