@@ -1,4 +1,4 @@
-"""Cloud adapters: CEMA losses, batching with carry-over, replay, scopes, shared teacher; baselines."""
+"""Cloud adapters: CEMA losses, carry-over, replay, scopes, shared teacher; baselines."""
 
 from __future__ import annotations
 

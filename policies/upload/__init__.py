@@ -1,4 +1,4 @@
-"""Upload policies, found by name in ``UPLOAD_POLICIES`` (``none``, ``all``, ``random``, ``cema``)."""
+"""Upload policies, found by name in ``UPLOAD_POLICIES``: none, all, random, cema."""
 
 from simulator.registry import Registry
 

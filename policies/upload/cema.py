@@ -9,10 +9,12 @@ Per edge batch, in this order (``codebase/core/tta/cema.py``: ``EntropyCriterion
 2. unreliable: drop ``H >= E_max(t)``, ``E_max = E_0 * (mean_t / mean_W) * lambda`` after warm-up
    and ``E_0 = e0_factor * ln C`` before it (``lambda`` applies only after warm-up, as released);
 3. low-informative: drop ``H <= e_min * ln C``;
-4. redundant (EATA, Niu et al., ICML 2022): keep ``|cos(p_avg, p_i)| < redundancy_threshold``;
-   ``p_avg`` starts as the mean probability of the first batch's entropy-kept samples (all of which
-   are kept), then after each batch ``p_avg <- m p_avg + (1 - m) mean(p_kept)`` over the samples
-   kept by this filter (unchanged if none is kept).
+4. redundant (EATA, Niu et al., ICML 2022; mr-eggplant/EATA ``eata.py``:
+   ``forward_and_adapt_eata``, ``update_model_probs``; identical in CEMA's ``SimilarityCriterion``):
+   keep ``|cos(p_avg, p_i)| < redundancy_threshold``; ``p_avg`` starts as the mean probability of
+   the first batch's entropy-kept samples (all of which are kept), then after each batch
+   ``p_avg <- m p_avg + (1 - m) mean(p_kept)`` over the samples kept by this filter (unchanged if
+   none is kept).
 
 Defaults follow the paper and fleetsim's DESIGN.md where the released ``conf/cema.conf`` differs:
 the release disables the low-informative filter (``ent_low_margin: null``) and the dynamic
