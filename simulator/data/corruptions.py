@@ -27,7 +27,7 @@ from PIL import Image
 
 from simulator.registry import Registry
 
-__all__ = ["CORRUPTIONS", "corrupt", "list_corruptions", "table_size_for"]
+__all__ = ["CORRUPTIONS", "corrupt", "is_random", "list_corruptions", "table_size_for"]
 
 CORRUPTIONS: Registry[Callable[..., torch.Tensor]] = Registry("corruption")
 
@@ -66,6 +66,12 @@ def _corruption(
 def list_corruptions() -> list[str]:
     """Names of the implemented corruptions, sorted."""
     return CORRUPTIONS.names()
+
+
+def is_random(name: str) -> bool:
+    """Whether a corruption draws random numbers (so its pixels depend on seed and index)."""
+    CORRUPTIONS.get(name)
+    return _SPECS[name].random
 
 
 def table_size_for(height: int, width: int) -> int:
@@ -188,13 +194,26 @@ def _filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
     return out.reshape(shape)
 
 
-def _gaussian_blur(x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0):
+def _blur_matrix(n: int, kernel: torch.Tensor, mode: str) -> torch.Tensor:
+    """(n, n) matrix of a 1-D odd-sized correlation with border ``mode`` (any kernel size)."""
+    radius = kernel.numel() // 2
+    rows = torch.arange(n)[:, None].expand(n, kernel.numel())
+    cols = _fold(rows + torch.arange(-radius, radius + 1)[None, :], n, mode)
+    matrix = torch.zeros(n, n, dtype=kernel.dtype)
+    matrix.index_put_((rows, cols), kernel[None, :].expand(n, -1).clone(), accumulate=True)
+    return matrix
+
+
+def _gaussian_blur(
+    x: torch.Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0
+) -> torch.Tensor:
     """skimage.filters.gaussian on each channel (scipy gaussian_filter, default mode 'nearest')."""
     k = _gaussian_kernel1d(sigma, truncate)
     if k.numel() == 1:
         return x
-    x = _filter2d(x, k[None, :], mode)
-    return _filter2d(x, k[:, None], mode)
+    by = _blur_matrix(x.shape[-2], k, mode).to(x.dtype)
+    bx = _blur_matrix(x.shape[-1], k, mode).to(x.dtype)
+    return by @ x @ bx.T
 
 
 def _zoom_matrix(n: int, zoom: float) -> torch.Tensor:
@@ -330,7 +349,9 @@ def gaussian_noise(x: torch.Tensor, c: float, generators: Generators) -> torch.T
 def shot_noise(x: torch.Tensor, c: float, generators: Generators) -> torch.Tensor:
     """Poisson (photon) noise: Poisson(x c) / c."""
     rates = x.to(torch.float64) * c
-    counts = torch.stack([torch.poisson(r, generator=g) for r, g in zip(rates, generators)])
+    counts = torch.stack(
+        [torch.poisson(r, generator=g) for r, g in zip(rates, generators, strict=True)]
+    )
     return (counts / c).to(x.dtype)
 
 
