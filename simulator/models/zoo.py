@@ -1,0 +1,305 @@
+"""Model zoo: names -> ``nn.Module`` with weights, in the manner of timm's ``create_model``.
+
+Every model takes float NCHW input in [0, 1] and carries its own input normalisation as its first
+module (``model.normalize``, then ``model.net``), so the simulator never normalises. Architectures
+are registered in ``MODELS``; where the weights come from is kept apart in each model's card.
+
+- ``resnet20/32/44/56``: CIFAR-10 ResNets of He et al. 2016 with the akamaster/pytorch_resnet_cifar10
+  weights (BSD-2-Clause), ImageNet mean/std normalisation as in their training code.
+- ``synthetic_edge`` / ``synthetic_teacher``: trained on the ``synthetic`` dataset by
+  ``simulator.models.train.build_zoo``; weights ship in ``simulator/models/weights``.
+- ``timm:<name>``: any timm architecture (random init) plus an optional local checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from simulator.models.cifar_resnet import cifar_resnet
+from simulator.registry import Registry
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "MODELS",
+    "ModelCard",
+    "ModelError",
+    "Normalize",
+    "NormalizedModel",
+    "check_model_name",
+    "create_model",
+    "list_models",
+    "load_checkpoint",
+    "model_info",
+    "weights_dir",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SYNTHETIC_MEAN = (0.5, 0.5, 0.5)
+SYNTHETIC_STD = (0.25, 0.25, 0.25)
+TIMM_PREFIX = "timm:"
+AKAMASTER_URL = "https://github.com/akamaster/pytorch_resnet_cifar10/raw/master/pretrained_models/"
+
+
+class ModelError(ValueError):
+    """An unknown model name or weights that cannot be found or loaded; says what is allowed."""
+
+
+class Normalize(nn.Module):
+    """Per-channel ``(x - mean) / std`` on NCHW input in [0, 1]."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class NormalizedModel(nn.Sequential):
+    """``normalize`` then ``net``; BN layers are named ``net.<akamaster name>``."""
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__(OrderedDict(normalize=Normalize(mean, std), net=net))
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a name means: how to build it and where its pretrained weights live."""
+
+    name: str
+    build: Callable[[int], nn.Module]
+    dataset: str
+    description: str
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    weights_file: str | None = None  # file name of the pretrained weights
+    weights_url: str | None = None  # where to download them (None: shipped with the package)
+    weights_sha256_prefix: str | None = None
+
+
+MODELS: Registry = Registry("model")
+_CARDS: dict[str, ModelCard] = {}
+
+
+def _register(card: ModelCard) -> None:
+    def build(num_classes: int = 10) -> nn.Module:
+        return card.build(num_classes)
+
+    build.__doc__ = card.description
+    build.__name__ = card.name
+    MODELS.register(card.name)(build)
+    _CARDS[card.name] = card
+
+
+for _depth, _file, _acc in (
+    (20, "resnet20-12fca82f.th", 91.73),
+    (32, "resnet32-d509ac18.th", 92.63),
+    (44, "resnet44-014dd654.th", 93.10),
+    (56, "resnet56-4bfd9763.th", 93.39),
+):
+    _register(
+        ModelCard(
+            name=f"resnet{_depth}",
+            build=lambda k, d=_depth: cifar_resnet(d, num_classes=k),
+            dataset="cifar10",
+            description=(
+                f"CIFAR ResNet-{_depth} (He et al. 2016, option-A shortcuts), CIFAR-10 pretrained "
+                f"(akamaster, {_acc:.2f}% test accuracy reported)"
+            ),
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            weights_file=_file,
+            weights_url=AKAMASTER_URL + _file,
+            weights_sha256_prefix=_file.split("-")[1].split(".")[0],
+        )
+    )
+
+_register(
+    ModelCard(
+        name="synthetic_edge",
+        build=lambda k: cifar_resnet(8, num_classes=k, width=16),
+        dataset="synthetic",
+        description="ResNet-8 (width 16) trained clean on the synthetic dataset; the edge model",
+        mean=SYNTHETIC_MEAN,
+        std=SYNTHETIC_STD,
+        weights_file="synthetic_edge.pt",
+    )
+)
+_register(
+    ModelCard(
+        name="synthetic_teacher",
+        build=lambda k: cifar_resnet(20, num_classes=k, width=16),
+        dataset="synthetic",
+        description=(
+            "ResNet-20 (width 16) trained on the synthetic dataset with noise/blur/contrast/"
+            "pixelate/JPEG-like augmentation; the corruption-robust cloud teacher"
+        ),
+        mean=SYNTHETIC_MEAN,
+        std=SYNTHETIC_STD,
+        weights_file="synthetic_teacher.pt",
+    )
+)
+
+
+def weights_dir() -> Path:
+    """Folder of the weights shipped with the package (``simulator/models/weights``)."""
+    return Path(__file__).resolve().parent / "weights"
+
+
+def list_models() -> list[str]:
+    """Registered names; ``timm:<name>`` is accepted as well for any timm architecture."""
+    return MODELS.names()
+
+
+def _timm_known(name: str) -> bool:
+    import timm
+
+    return bool(timm.is_model(name))
+
+
+def check_model_name(name: str) -> None:
+    """Raise ``ModelError`` unless ``name`` is registered or ``timm:<name>`` timm knows."""
+    if name in MODELS:
+        return
+    if name.startswith(TIMM_PREFIX):
+        arch = name[len(TIMM_PREFIX) :]
+        if arch and _timm_known(arch):
+            return
+        raise ModelError(
+            f"unknown timm model {arch!r} in {name!r}; see timm.list_models() for allowed names"
+        )
+    allowed = ", ".join(list_models())
+    raise ModelError(f"unknown model {name!r}; allowed: {allowed}, or timm:<timm model name>")
+
+
+def _search_dirs() -> list[Path]:
+    """Where CIFAR checkpoints are looked up: $FLEETSIM_MODELS, the shared developer folder
+    (../shared/models/cifar10 from the cwd and from the repository root), the cache."""
+    dirs: list[Path] = []
+    if os.environ.get("FLEETSIM_MODELS"):
+        dirs.append(Path(os.environ["FLEETSIM_MODELS"]).expanduser())
+    repo_root = Path(__file__).resolve().parents[2]
+    for base in (Path.cwd(), repo_root):
+        dirs.append((base / ".." / "shared" / "models" / "cifar10").resolve())
+    dirs.append(Path.home() / ".cache" / "fleetsim" / "models")
+    return list(dict.fromkeys(dirs))
+
+
+def _pretrained_path(card: ModelCard) -> Path:
+    assert card.weights_file is not None
+    if card.weights_url is None:
+        path = weights_dir() / card.weights_file
+        if not path.is_file():
+            raise ModelError(
+                f"shipped weights {path} for {card.name!r} are missing; rebuild them with "
+                "`fleetsim zoo build` or pass checkpoint=<file>"
+            )
+        return path
+    dirs = _search_dirs()
+    for folder in dirs:
+        if (folder / card.weights_file).is_file():
+            return folder / card.weights_file
+    cache = dirs[-1]
+    target = cache / card.weights_file
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(
+            card.weights_url, str(target), hash_prefix=card.weights_sha256_prefix, progress=True
+        )
+    except Exception as exc:  # no network, HTTP error, hash mismatch
+        searched = ", ".join(str(d) for d in dirs)
+        raise ModelError(
+            f"weights {card.weights_file} for {card.name!r} not found in {searched} and the "
+            f"download from {card.weights_url} failed ({exc}). Place the file in one of those "
+            "folders or set FLEETSIM_MODELS to its folder."
+        ) from exc
+    return target
+
+
+def _state_dict_from(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ModelError(
+            f"{path} holds no state_dict (a dict of tensors, or {{'state_dict': ...}})"
+        )
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def load_checkpoint(model: NormalizedModel, path: str | Path) -> None:
+    """Load a checkpoint of the whole wrapped model (keys ``net.*``) or of the bare network."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ModelError(f"checkpoint {path} does not exist")
+    state = _state_dict_from(torch.load(path, map_location="cpu", weights_only=False), path)
+    target: nn.Module = model if any(k.startswith("net.") for k in state) else model.net
+    try:
+        target.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as exc:
+        raise ModelError(f"checkpoint {path} does not fit the model: {exc}") from exc
+
+
+def create_model(
+    name: str,
+    *,
+    num_classes: int = 10,
+    checkpoint: str | Path | None = None,
+    pretrained: bool = True,
+) -> nn.Module:
+    """Build ``name`` in eval mode, input in [0, 1]; ``checkpoint`` overrides any pretrained weights."""
+    check_model_name(name)
+    if name.startswith(TIMM_PREFIX):
+        import timm
+
+        net = timm.create_model(name[len(TIMM_PREFIX) :], pretrained=False, num_classes=num_classes)
+        model = NormalizedModel(net, IMAGENET_MEAN, IMAGENET_STD)
+    else:
+        card = _CARDS[name]
+        model = NormalizedModel(MODELS.create(name, num_classes), card.mean, card.std)
+        if pretrained and checkpoint is None and card.weights_file is not None:
+            if num_classes != 10:
+                raise ModelError(
+                    f"pretrained {name!r} has 10 classes, not {num_classes}; pass "
+                    "pretrained=False or a checkpoint"
+                )
+            load_checkpoint(model, _pretrained_path(card))
+    if checkpoint is not None:
+        load_checkpoint(model, checkpoint)
+    return model.eval()
+
+
+def model_info(name: str) -> dict:
+    """Dataset, parameter count, description and weights source of ``name``."""
+    check_model_name(name)
+    if name.startswith(TIMM_PREFIX):
+        model = create_model(name, pretrained=False)
+        return {
+            "name": name,
+            "dataset": "any (ImageNet normalisation)",
+            "params": sum(p.numel() for p in model.parameters()),
+            "description": f"timm architecture {name[len(TIMM_PREFIX) :]!r}, random init",
+            "weights": "none (pass checkpoint=)",
+        }
+    card = _CARDS[name]
+    net = MODELS.create(name, 10)
+    if card.weights_url is None:
+        weights = f"shipped: {weights_dir() / str(card.weights_file)}"
+    else:
+        weights = f"{card.weights_file} (local folders, else {card.weights_url})"
+    return {
+        "name": name,
+        "dataset": card.dataset,
+        "params": sum(p.numel() for p in net.parameters()),
+        "description": card.description,
+        "weights": weights,
+    }
