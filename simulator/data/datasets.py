@@ -232,9 +232,9 @@ def make_synthetic(size: int, *, split: str = "test", seed: int = 0) -> ImageDat
         rng = np.random.default_rng([seed, _SPLIT_STREAM[split], start // _SYNTHETIC_CHUNK])
         chunk_labels = rng.permutation(np.arange(_SYNTHETIC_CHUNK) % len(SYNTHETIC_CLASSES))
         stop = min(size, start + _SYNTHETIC_CHUNK)
-        chunk_labels = chunk_labels[: stop - start]
-        images[start:stop] = _synthetic_chunk(chunk_labels, rng)
-        labels[start:stop] = chunk_labels
+        # render the whole chunk even when only part is kept, so every prefix is reproducible
+        images[start:stop] = _synthetic_chunk(chunk_labels, rng)[: stop - start]
+        labels[start:stop] = chunk_labels[: stop - start]
     return ImageDataset(
         name="synthetic",
         images=images,
@@ -361,12 +361,13 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download_cifar10(cache: Path, *, url: str = CIFAR10_URL, md5: str = CIFAR10_MD5) -> Path:
+def download_cifar10(cache: Path, *, url: str | None = None, md5: str | None = None) -> Path:
     """Download and unpack the official python-pickle tarball into ``cache``; verifies its md5."""
+    url, md5 = url or CIFAR10_URL, md5 or CIFAR10_MD5
     cache.mkdir(parents=True, exist_ok=True)
     archive = cache / "cifar-10-python.tar.gz"
     partial = archive.with_suffix(".part")
-    print(f"fleetsim: downloading CIFAR-10 (163 MB) from {url} to {cache}", file=sys.stderr)
+    print(f"fleetsim: downloading CIFAR-10 (170 MB) from {url} to {cache}", file=sys.stderr)
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(partial, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0)
@@ -387,7 +388,10 @@ def download_cifar10(cache: Path, *, url: str = CIFAR10_URL, md5: str = CIFAR10_
     partial.replace(archive)
     with tarfile.open(archive, "r:gz") as tar:
         members = [m for m in tar.getmembers() if m.name.startswith(_PICKLE_DIR)]
-        tar.extractall(cache, members=members, filter="data")
+        try:
+            tar.extractall(cache, members=members, filter="data")
+        except TypeError:  # Python without extraction filters (before 3.11.4)
+            tar.extractall(cache, members=members)
     archive.unlink()
     return cache / _PICKLE_DIR
 
