@@ -113,11 +113,9 @@ def corrupt(
     c = spec.tables[table_size][severity - 1]
     generators = _image_generators(seed, name, severity, indices) if spec.random else []
     with torch.inference_mode():
-        x = images.to(torch.float32) / 255.0
-        y = fn(x, c, generators)
-        # the originals save np.uint8(np.clip(x, 0, 1) * 255), i.e. truncate; the epsilon absorbs
-        # float32 round-off of exact pixel values (k / 255 * 255 = k - 1e-5)
-        return (y.clamp(0.0, 1.0) * 255.0 + 1e-3).floor_().clamp_(0, 255).to(torch.uint8)
+        # float64 like the originals (numpy), so truncation lands on the same side
+        y = fn(images.to(torch.float64) / 255.0, c, generators)
+        return _to_uint8(y)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,6 +133,14 @@ def _image_generators(seed: int, name: str, severity: int, indices: torch.Tensor
         generator.manual_seed(int.from_bytes(digest, "little") & (2**63 - 1))
         generators.append(generator)
     return generators
+
+
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """np.uint8(np.clip(x, 0, 1) * 255): truncation, as the originals save their arrays.
+
+    The 1e-6 (in 0-255 units) absorbs float64 round-off of exact values (k / 255 * 255).
+    """
+    return (x.clamp(0.0, 1.0) * 255.0 + 1e-6).floor_().clamp_(0, 255).to(torch.uint8)
 
 
 def _draw(generators: Generators, fn: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
@@ -304,6 +310,11 @@ def _motion_blur(x: torch.Tensor, radius: float, sigma: float, angles_deg: torch
     return torch.einsum("bckhw,k->bchw", taps, weights)
 
 
+def _magick_8bit(x: torch.Tensor) -> torch.Tensor:
+    """ImageMagick Q16's 8-bit PNG output: round to 16 bits, then truncate to 8 (v16 // 257)."""
+    return torch.floor(torch.floor(x.clamp(0, 1) * 65535.0 + 0.5) / 257.0) / 255.0
+
+
 def _bilinear(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: str) -> torch.Tensor:
     """Sample (B, C, H, W) at float coordinates (B, H, W) bilinearly; outside folds by ``mode``."""
     b, c, h, w = x.shape
@@ -323,7 +334,7 @@ def _bilinear(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: str) ->
 
 def _pil_per_image(x: torch.Tensor, fn: Callable[[Image.Image], Image.Image]) -> torch.Tensor:
     """Run a Pillow operation on every image of a float batch (exact uint8 in and out)."""
-    arrays = (x.clamp(0, 1) * 255.0 + 1e-3).floor().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    arrays = _to_uint8(x).permute(0, 2, 3, 1).numpy()
     out = [np.asarray(fn(Image.fromarray(a, mode="RGB")).convert("RGB")) for a in arrays]
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x.dtype) / 255.0
 
@@ -341,7 +352,7 @@ def _pil_per_image(x: torch.Tensor, fn: Callable[[Image.Image], Image.Image]) ->
 )
 def gaussian_noise(x: torch.Tensor, c: float, generators: Generators) -> torch.Tensor:
     """Additive Gaussian noise, std c."""
-    noise = _draw(generators, lambda g: torch.randn(x.shape[1:], generator=g))
+    noise = _draw(generators, lambda g: torch.randn(x.shape[1:], generator=g, dtype=x.dtype))
     return x + c * noise
 
 
@@ -377,7 +388,7 @@ def impulse_noise(x: torch.Tensor, c: float, generators: Generators) -> torch.Te
 )
 def speckle_noise(x: torch.Tensor, c: float, generators: Generators) -> torch.Tensor:
     """Multiplicative Gaussian noise: x + x n, n ~ N(0, c^2)."""
-    noise = _draw(generators, lambda g: torch.randn(x.shape[1:], generator=g))
+    noise = _draw(generators, lambda g: torch.randn(x.shape[1:], generator=g, dtype=x.dtype))
     return x + x * c * noise
 
 
@@ -435,7 +446,7 @@ def glass_blur(x: torch.Tensor, c: tuple[float, int, int], generators: Generator
     """
     sigma, delta, passes = c
     b, ch, h, w = x.shape
-    x = (_gaussian_blur(x, sigma) * 255.0 + 1e-3).floor() / 255.0  # np.uint8(... * 255)
+    x = _to_uint8(_gaussian_blur(x, sigma)).to(x.dtype) / 255.0
     hs = torch.arange(h - delta, delta, -1)
     ws = torch.arange(w - delta, delta, -1)
     positions = (hs[:, None] * w + ws[None, :]).flatten().tolist()
@@ -464,8 +475,7 @@ def glass_blur(x: torch.Tensor, c: tuple[float, int, int], generators: Generator
 def motion_blur(x: torch.Tensor, c: tuple[float, float], generators: Generators) -> torch.Tensor:
     """ImageMagick motion blur (radius c[0], sigma c[1]) at a random angle in [-45, 45) degrees."""
     angles = _draw(generators, lambda g: torch.rand((), generator=g, dtype=torch.float64))
-    out = _motion_blur(x, c[0], c[1], angles * 90.0 - 45.0)
-    return torch.round(out * 255.0) / 255.0  # ImageMagick writes rounded 8-bit PNG
+    return _magick_8bit(_motion_blur(x, c[0], c[1], angles * 90.0 - 45.0))
 
 
 def _zoom_range(stop: float, step: float) -> list[float]:
@@ -598,13 +608,12 @@ def snow(x: torch.Tensor, c: tuple[float, ...], generators: Generators) -> torch
     """
     mean, std, zoom, threshold, radius, sigma, keep = c
     h, w = x.shape[-2:]
-    draws = _draw(generators, lambda g: torch.rand(1, generator=g, dtype=torch.float64))
-    flakes = _draw(generators, lambda g: torch.randn((1, h, w), generator=g))
+    flakes = _draw(generators, lambda g: torch.randn((1, h, w), generator=g, dtype=x.dtype))
+    angles = _draw(generators, lambda g: torch.rand((), generator=g, dtype=x.dtype)) * 90 - 135
     layer = _clipped_zoom(mean + std * flakes, zoom)
     layer = torch.where(layer < threshold, 0.0, layer)
-    layer = (layer.clamp(0, 1) * 255.0 + 1e-3).floor() / 255.0  # the 8-bit PNG of the originals
-    angles = draws[:, 0] * 90.0 - 135.0
-    layer = torch.round(_motion_blur(layer, radius, sigma, angles) * 255.0) / 255.0
+    layer = _to_uint8(layer).to(x.dtype) / 255.0  # the originals' 8-bit PNG
+    layer = _magick_8bit(_motion_blur(layer, radius, sigma, angles))
     grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
     x = keep * x + (1 - keep) * torch.maximum(x, grey * 1.5 + 0.5)
     return x + layer + layer.flip(-1, -2)
