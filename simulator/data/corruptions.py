@@ -570,6 +570,40 @@ def fog(x: torch.Tensor, c: tuple[float, float], generators: Generators) -> torc
     return (x + c[0] * plasma) * max_val / (max_val + c[0])
 
 
+def _frost_texture(generators: Generators, height: int, width: int) -> torch.Tensor:
+    """Procedural ice: ridged plasma veins plus needle crystals, pale blue, (B, 3, H, W) in [0, 1].
+
+    Stands in for the six frost photographs of the originals, which fleetsim does not ship; its
+    mean (~0.35) and contrast are of the order of those photographs' random crops.
+    """
+    size = max(32, 1 << (max(height, width) - 1).bit_length())
+    veins = 1.0 - (2.0 * _plasma_fractal(generators, size, 1.8) - 1.0).abs()
+    haze = _plasma_fractal(generators, size, 2.5)
+    seeds = _draw(generators, lambda g: torch.rand((1, size, size), generator=g, dtype=veins.dtype))
+    turn = _draw(generators, lambda g: torch.rand((), generator=g, dtype=veins.dtype)) * 60
+    seeds = (seeds > 0.993).to(veins.dtype)
+    length = max(2.0, size / 12)
+    # six-fold needles (ice's hexagonal habit) grown from sparse seeds
+    needles = sum(
+        _motion_blur(seeds, length, length / 2, turn + angle) for angle in range(0, 360, 60)
+    )
+    needles = needles * 3.0
+    ice = (0.6 * veins[:, None] ** 6 + 0.3 * haze[:, None] + needles).clamp(0.0, 1.0)
+    tint = torch.tensor([0.82, 0.9, 1.0], dtype=ice.dtype)[None, :, None, None]
+    return (ice * tint)[..., :height, :width]
+
+
+@_corruption(
+    "frost",
+    cifar=[(1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)],
+    imagenet=[(1, 0.4), (0.8, 0.6), (0.7, 0.7), (0.65, 0.7), (0.6, 0.75)],
+    random=True,
+)
+def frost(x: torch.Tensor, c: tuple[float, float], generators: Generators) -> torch.Tensor:
+    """Blend c[0] x image + c[1] x frost texture (procedural, see ``_frost_texture``)."""
+    return c[0] * x + c[1] * _frost_texture(generators, *x.shape[-2:]).to(x.dtype)
+
+
 @_corruption(
     "brightness",
     cifar=[0.05, 0.1, 0.15, 0.2, 0.3],
