@@ -573,8 +573,8 @@ def fog(x: torch.Tensor, c: tuple[float, float], generators: Generators) -> torc
 def _frost_texture(generators: Generators, height: int, width: int) -> torch.Tensor:
     """Procedural ice: ridged plasma veins plus needle crystals, pale blue, (B, 3, H, W) in [0, 1].
 
-    Stands in for the six frost photographs of the originals, which fleetsim does not ship; its
-    mean (~0.35) and contrast are of the order of those photographs' random crops.
+    Stands in for the six frost photographs of the originals, which fleetsim does not ship; bright
+    (mean ~0.6) like those photographs' crops, so the published blend weights keep their meaning.
     """
     size = max(32, 1 << (max(height, width) - 1).bit_length())
     veins = 1.0 - (2.0 * _plasma_fractal(generators, size, 1.8) - 1.0).abs()
@@ -588,7 +588,7 @@ def _frost_texture(generators: Generators, height: int, width: int) -> torch.Ten
         _motion_blur(seeds, length, length / 2, turn + angle) for angle in range(0, 360, 60)
     )
     needles = needles * 3.0
-    ice = (0.6 * veins[:, None] ** 6 + 0.3 * haze[:, None] + needles).clamp(0.0, 1.0)
+    ice = (0.25 + 0.5 * veins[:, None] ** 4 + 0.35 * haze[:, None] + needles).clamp(0.0, 1.0)
     tint = torch.tensor([0.82, 0.9, 1.0], dtype=ice.dtype)[None, :, None, None]
     return (ice * tint)[..., :height, :width]
 
