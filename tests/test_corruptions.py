@@ -16,8 +16,9 @@ RANDOM = [name for name in ALL if is_random(name)]
 # desaturates at 1-2 and oversaturates at 3-5; glass blur 3 (sigma 0.4, one pass) blurs more than
 # glass blur 4 (sigma 0.25, two passes); elastic 1 is a pure affine jitter larger than 2's; motion
 # blur 3 and 4 (radius 6 vs 8 at sigma 2) differ by taps weighing < 1%, so the random angle decides;
-# frost 3-5 dim the image (c[0] < 1) while adding more ice, and the two cancel in the mean
-NOT_MONOTONE = {"saturate", "glass_blur", "elastic_transform", "motion_blur", "frost"}
+# frost 3-5 dim the image (c[0] < 1) while adding more ice, and the two cancel in the mean;
+# spatter 3 (wide water drops) touches more pixels than 4-5 (small mud splashes)
+NOT_MONOTONE = {"saturate", "glass_blur", "elastic_transform", "motion_blur", "frost", "spatter"}
 
 
 def natural_images(n: int = 8, size: int = 32) -> torch.Tensor:
@@ -201,8 +202,9 @@ def test_other_image_sizes_use_the_nearest_table_with_a_warning():
 def test_imagenet_sized_images_use_the_224_tables(name):
     if name == "glass_blur":
         pytest.skip("the 224x224 pixel-shuffle loop takes seconds; same code path as 32x32")
+    severity = 4 if name == "spatter" else 1  # water drops' distance transform is slow at 224
     image = torch.nn.functional.interpolate(IMAGES[:1].float(), size=224).to(torch.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        out = corrupt(image, name, 1, seed=0, indices=INDICES[:1])
+        out = corrupt(image, name, severity, seed=0, indices=INDICES[:1])
     assert out.shape == image.shape

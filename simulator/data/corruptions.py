@@ -658,6 +658,140 @@ def snow(x: torch.Tensor, c: tuple[float, ...], generators: Generators) -> torch
 # ---------------------------------------------------------------------------------------------
 
 
+def _canny(image: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """cv2.Canny (3x3 Sobel, L1 magnitude) on uint8-valued (B, H, W); returns a bool edge map."""
+    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=image.dtype)
+    dx = _filter2d(image, sobel, "nearest")
+    dy = _filter2d(image, sobel.T, "nearest")
+    mag = dx.abs() + dy.abs()
+    padded = F.pad(mag, (1, 1, 1, 1))  # zero magnitude outside, as OpenCV's buffer
+
+    def neighbour(oy: int, ox: int) -> torch.Tensor:
+        h, w = mag.shape[-2:]
+        return padded[..., 1 + oy : 1 + oy + h, 1 + ox : 1 + ox + w]
+
+    # direction sectors with OpenCV's fixed-point tan(22.5) test
+    xs, ys = dx.abs(), dy.abs() * 2**15
+    tg22x = xs * 13573
+    tg67x = tg22x + xs * 2**16
+    horizontal = (mag > neighbour(0, -1)) & (mag >= neighbour(0, 1))
+    vertical = (mag > neighbour(-1, 0)) & (mag >= neighbour(1, 0))
+    same_sign = (dx * dy) >= 0
+    diagonal = torch.where(
+        same_sign,
+        (mag > neighbour(-1, -1)) & (mag > neighbour(1, 1)),
+        (mag > neighbour(-1, 1)) & (mag > neighbour(1, -1)),
+    )
+    peak = torch.where(ys < tg22x, horizontal, torch.where(ys > tg67x, vertical, diagonal))
+    candidate = peak & (mag > math.floor(low))
+    return _hysteresis(candidate & (mag > math.floor(high)), candidate)
+
+
+def _hysteresis(strong: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+    """Keep candidate pixels 8-connected to a strong one (flood fill per image)."""
+    out = strong.clone().numpy()
+    allowed = candidate.numpy()
+    h, w = out.shape[-2:]
+    for k in range(out.shape[0]):
+        stack = list(zip(*np.nonzero(out[k]), strict=True))
+        while stack:
+            y, x = stack.pop()
+            for ny in range(max(y - 1, 0), min(y + 2, h)):
+                for nx in range(max(x - 1, 0), min(x + 2, w)):
+                    if allowed[k, ny, nx] and not out[k, ny, nx]:
+                        out[k, ny, nx] = True
+                        stack.append((ny, nx))
+    return torch.from_numpy(out)
+
+
+def _chamfer_distance(features: torch.Tensor, limit: float) -> torch.Tensor:
+    """cv2.distanceTransform(DIST_L2, 5) of the non-feature pixels (5x5 chamfer 1, 1.4, 2.1969).
+
+    Distances to the nearest feature pixel, capped at ``limit``; outside the image is far away.
+    """
+    a, b, c = (round(v * 2**16) / 2**16 for v in (1.0, 1.4, 2.1969))  # OpenCV's fixed point
+    moves = [(0, 1, a), (1, 0, a), (1, 1, b), (1, -1, b), (1, 2, c), (2, 1, c)]
+    moves += [(-dy, -dx, cost) for dy, dx, cost in moves]
+    moves += [(dy, -dx, cost) for dy, dx, cost in moves if dy and dx and abs(dy) != abs(dx)]
+    far = limit + 3.0  # paths longer than the cap never matter
+    dist = torch.where(features, 0.0, far).to(torch.float32)
+    h, w = dist.shape[-2:]
+    while True:  # Bellman-Ford relaxation: converges to the chamfer (shortest-path) distances
+        padded = F.pad(dist, (2, 2, 2, 2), value=far)
+        best = dist.clone()
+        for dy, dx, cost in moves:
+            torch.minimum(
+                best, padded[..., 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w] + cost, out=best
+            )
+        if torch.equal(best, dist):
+            return dist.to(torch.float64).clamp(max=limit)
+        dist = best
+
+
+def _equalize_hist(image: torch.Tensor) -> torch.Tensor:
+    """cv2.equalizeHist on uint8-valued (B, H, W) float images."""
+    out = torch.empty_like(image)
+    for k, plane in enumerate(image.long()):
+        hist = torch.bincount(plane.flatten(), minlength=256).to(torch.float64)
+        first = int(torch.nonzero(hist)[0])
+        if hist[first] == plane.numel():
+            out[k] = first
+            continue
+        lut = torch.round((hist.cumsum(0) - hist[first]) * (255.0 / (plane.numel() - hist[first])))
+        lut[:first] = 0
+        out[k] = lut.clamp(0, 255)[plane].to(image.dtype)
+    return out
+
+
+@_corruption(
+    "spatter",
+    cifar=[
+        (0.62, 0.1, 0.7, 0.7, 0.5, 0),
+        (0.65, 0.1, 0.8, 0.7, 0.5, 0),
+        (0.65, 0.3, 1, 0.69, 0.5, 0),
+        (0.65, 0.1, 0.7, 0.69, 0.6, 1),
+        (0.65, 0.1, 0.5, 0.68, 0.6, 1),
+    ],
+    imagenet=[
+        (0.65, 0.3, 4, 0.69, 0.6, 0),
+        (0.65, 0.3, 3, 0.68, 0.6, 0),
+        (0.65, 0.3, 2, 0.68, 0.5, 0),
+        (0.65, 0.3, 1, 0.65, 1.5, 1),
+        (0.67, 0.4, 1, 0.65, 1.5, 1),
+    ],
+    random=True,
+)
+def spatter(x: torch.Tensor, c: tuple[float, ...], generators: Generators) -> torch.Tensor:
+    """Water drops (pale turquoise, embossed rims) or, at c[5] = 1, opaque mud splashes.
+
+    c = (liquid mean, liquid std, liquid blur sigma, threshold, drop intensity / mud blur, mud).
+    """
+    mean, std, sigma, threshold, strength, mud = c
+    h, w = x.shape[-2:]
+    noise = _draw(generators, lambda g: torch.randn((h, w), generator=g, dtype=x.dtype))
+    liquid = _gaussian_blur(mean + std * noise, sigma)
+    liquid = torch.where(liquid < threshold, 0.0, liquid)
+    if mud:
+        m = _gaussian_blur((liquid > threshold).to(x.dtype), strength)
+        m = torch.where(m < 0.8, 0.0, m)[:, None]
+        colour = torch.tensor([63, 42, 20], dtype=x.dtype)[None, :, None, None] / 255.0
+        return x * (1 - m) + colour * m
+    # (liquid * 255).astype(np.uint8): values above 255 wrap around, as in the original
+    liquid_u8 = torch.remainder((liquid * 255.0 + 1e-6).floor(), 256)
+    dist = _chamfer_distance(_canny(liquid_u8, 50, 150), 20.0)
+    box = torch.full((3, 3), 1.0 / 9.0, dtype=x.dtype)
+    dist = (_filter2d(dist, box, "reflect101") + 1e-6).floor()  # .astype(np.uint8)
+    dist = _equalize_hist(dist)
+    emboss = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]], dtype=x.dtype)
+    dist = _filter2d(dist, emboss, "reflect101").clamp(0, 255)
+    dist = torch.round(_filter2d(dist, box, "reflect101"))
+    m = liquid_u8 * dist  # the original reuses the name for the uint8 layer
+    peak = m.amax((1, 2), keepdim=True)
+    m = torch.where(peak > 0, m / torch.where(peak > 0, peak, 1.0), 0.0) * strength
+    colour = torch.tensor([175, 238, 238], dtype=x.dtype)[None, :, None, None] / 255.0
+    return x + m[:, None] * colour
+
+
 @_corruption(
     "contrast",
     cifar=[0.75, 0.5, 0.4, 0.3, 0.15],
