@@ -122,7 +122,7 @@ def _class_rotation(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _shape_masks(labels: np.ndarray, u: np.ndarray, v: np.ndarray, scale: np.ndarray, rng):
     """Foreground masks (n, 32, 32) in the rotated frame; ``u, v`` in pixels, ``scale`` = radius."""
     n = labels.shape[0]
-    period = rng.uniform(3.6, 5.0, n).astype(np.float32)[:, None, None]  # stripe period, pixels
+    period = rng.uniform(2.8, 3.6, n).astype(np.float32)[:, None, None]  # stripe period, pixels
     phase = rng.uniform(0, 2 * np.pi, n).astype(np.float32)[:, None, None]
     masks = np.zeros(u.shape, dtype=bool)
     for k in range(len(SYNTHETIC_CLASSES)):
@@ -141,7 +141,7 @@ def _class_mask(k: int, u, v, scale, period, phase) -> np.ndarray:
     if k == 0:  # disc
         return r2 < 1.0
     if k == 1:  # ring
-        return (r2 < 1.0) & (r2 > 0.62**2)
+        return (r2 < 1.0) & (r2 > 0.72**2)
     if k == 2:  # square
         return patch
     if k == 3:  # equilateral triangle: three half-planes with outward normals 120 degrees apart
@@ -151,14 +151,16 @@ def _class_mask(k: int, u, v, scale, period, phase) -> np.ndarray:
         return tri
     if k == 4:  # cross
         ax, ay = np.abs(x), np.abs(y)
-        return ((ax < 0.27) & (ay < 1.0)) | ((ay < 0.27) & (ax < 1.0))
-    if k in (5, 6):  # stripes; horizontal or diagonal through the class's rotation
+        return ((ax < 0.2) & (ay < 1.0)) | ((ay < 0.2) & (ax < 1.0))
+    if k == 5:  # fine stripes, horizontal up to the class's small rotation
         return patch & (np.sin(2 * np.pi * v / period + phase) > 0)
+    if k == 6:  # fine stripes at +-45 degrees (slightly wider: the pixel grid aliases diagonals)
+        return patch & (np.sin(2 * np.pi * v / (1.1 * period) + phase) > 0)
     if k == 7:  # checkerboard
-        p = period * 1.3
+        p = period * 1.25
         return patch & (np.sin(2 * np.pi * u / p + phase) * np.sin(2 * np.pi * v / p) > 0)
     if k == 8:  # two dots
-        return ((x - 0.55) ** 2 + y * y < 0.33**2) | ((x + 0.55) ** 2 + y * y < 0.33**2)
+        return ((x - 0.5) ** 2 + y * y < 0.26**2) | ((x + 0.5) ** 2 + y * y < 0.26**2)
     if k == 9:  # crescent
         return (r2 < 1.0) & ((x - 0.5) ** 2 + y * y > 0.82**2)
     raise ValueError(f"no synthetic class {k}")
@@ -186,7 +188,7 @@ def _synthetic_chunk(labels: np.ndarray, rng: np.random.Generator) -> np.ndarray
     # colours: background anywhere, foreground offset in brightness so the shape stays visible
     bg = rng.uniform(0.1, 0.9, (n, 3)).astype(f32)
     sign = np.where(bg.mean(1) > 0.5, -1.0, 1.0).astype(f32)[:, None]
-    fg = bg + sign * rng.uniform(0.3, 0.55, (n, 1)).astype(f32) + rng.uniform(-0.2, 0.2, (n, 3))
+    fg = bg + sign * rng.uniform(0.22, 0.5, (n, 1)).astype(f32) + rng.uniform(-0.2, 0.2, (n, 3))
     fg = np.clip(fg, 0.0, 1.0).astype(f32)
 
     # background texture: a linear gradient plus a slow wave (period >= 12 px, unlike the stripes)

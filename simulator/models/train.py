@@ -244,8 +244,9 @@ def train_classifier(
             momentum=0.9,
             nesterov=True,
         )
+        total_steps = epochs * steps_per_epoch
         schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=epochs * steps_per_epoch, pct_start=0.25
+            optimizer, max_lr=lr, total_steps=total_steps, pct_start=max(0.25, 2.5 / total_steps)
         )
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -320,12 +321,18 @@ def corruption_accuracy(
 
 
 def build_zoo(
-    out_dir: Path, names: list[str] | None = None, seed: int = 0, progress: bool = True
+    out_dir: Path,
+    names: list[str] | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    *,
+    train_size: int | None = None,
+    epochs: int | None = None,
 ) -> dict[str, dict]:
     """Train the synthetic zoo models and write ``<out_dir>/<name>.pt`` (bare-network state_dict).
 
     Returns per model: clean test accuracy on the synthetic test split, parameter count, training
-    wall time and the recipe used."""
+    wall time and the recipe used. ``train_size`` and ``epochs`` shrink the recipe (smoke tests)."""
     from simulator.models.zoo import create_model
 
     names = list(ZOO_RECIPES) if names is None else names
@@ -334,11 +341,14 @@ def build_zoo(
         raise ValueError(f"cannot build {unknown}; buildable: {', '.join(ZOO_RECIPES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    train_set = create_dataset("synthetic", split="train", seed=seed)
+    train_set = create_dataset("synthetic", split="train", seed=seed, size=train_size)
     test_set = create_dataset("synthetic", split="test", seed=seed)
     results: dict[str, dict] = {}
     for name in names:
-        recipe = ZOO_RECIPES[name]
+        recipe = dict(ZOO_RECIPES[name])
+        if epochs is not None:
+            recipe["epochs"] = epochs
+        torch.manual_seed(seed)  # the initial weights; torch's default seed differs per process
         model = create_model(name, pretrained=False)
         stats = train_classifier(model, train_set, seed=seed, progress=progress, **recipe)
         path = out_dir / f"{name}.pt"
@@ -349,7 +359,7 @@ def build_zoo(
             "clean_accuracy": clean,
             "params": sum(p.numel() for p in model.parameters()),
             "path": str(path),
-            "recipe": dict(recipe, seed=seed),
+            "recipe": dict(recipe, seed=seed, train_size=len(train_set)),
             **stats,
         }
     return results

@@ -138,10 +138,10 @@ _register(
 _register(
     ModelCard(
         name="synthetic_teacher",
-        build=lambda k: cifar_resnet(20, num_classes=k, width=16),
+        build=lambda k: cifar_resnet(14, num_classes=k, width=16),
         dataset="synthetic",
         description=(
-            "ResNet-20 (width 16) trained on the synthetic dataset with noise/blur/contrast/"
+            "ResNet-14 (width 16) trained on the synthetic dataset with noise/blur/contrast/"
             "pixelate/JPEG-like augmentation; the corruption-robust cloud teacher"
         ),
         mean=SYNTHETIC_MEAN,
