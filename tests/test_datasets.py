@@ -201,3 +201,33 @@ def test_cifar10_without_network_says_exactly_what_to_do(tmp_path, monkeypatch):
     message = str(info.value)
     assert "cifar-10-batches-py" in message and "FLEETSIM_CIFAR10" in message
     assert "dataset.root" in message and str(tmp_path / "cache") in message
+
+
+# ---------------------------------------------------------------- image folders
+
+
+def _write_folder(root: Path, sizes: dict[str, tuple[int, int]], per_class: int = 3) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for name, (w, h) in sizes.items():
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / name / f"{i}.png")
+
+
+def test_imagefolder_reads_class_folders_in_a_seeded_order(tmp_path):
+    _write_folder(tmp_path / "test", {"cat": (32, 32), "dog": (32, 32)})
+    ds = create_dataset("imagefolder", root=tmp_path, size=4, seed=1)
+    assert ds.class_names == ["cat", "dog"] and ds.images.shape == (4, 32, 32, 3)
+    again = create_dataset("imagefolder", root=tmp_path, size=4, seed=1)
+    assert np.array_equal(ds.images, again.images) and np.array_equal(ds.labels, again.labels)
+
+
+def test_imagefolder_reads_the_imagenet_c_layout_and_crops_mixed_sizes(tmp_path):
+    _write_folder(tmp_path / "fog" / "5", {"a": (300, 260), "b": (256, 320)}, per_class=1)
+    ds = create_dataset("imagefolder", root=tmp_path, variant="fog/5")
+    assert ds.images.shape == (2, 224, 224, 3) and sorted(ds.labels.tolist()) == [0, 1]
+    with pytest.raises(DatasetError, match="needs a root"):
+        create_dataset("imagefolder")

@@ -446,3 +446,80 @@ def cifar10_dataset(
         class_names=list(CIFAR10_CLASSES),
         source=source,
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# image folders (ImageNet style, ImageNet-C layout too)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp")
+
+
+def _class_folders(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _load_image(path: Path, side: int | None) -> np.ndarray:
+    """RGB uint8; with ``side``: shorter side resized to ``side * 8 / 7``, then a centre crop
+    of ``side`` (the usual ImageNet evaluation transform, 256 -> 224)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if side is not None:
+            short = round(side * 8 / 7)
+            w, h = image.size
+            scale = short / min(w, h)
+            image = image.resize((max(short, round(w * scale)), max(short, round(h * scale))))
+            w, h = image.size
+            left, top = (w - side) // 2, (h - side) // 2
+            image = image.crop((left, top, left + side, top + side))
+        return np.asarray(image, dtype=np.uint8)
+
+
+@DATASETS.register("imagefolder")
+def imagefolder_dataset(
+    *, split: str, root: str | Path | None, variant: str, seed: int, size: int | None
+) -> ImageDataset:
+    """ImageNet-style ``root/[split/]<class>/*.jpg``; ``variant`` = ``<corruption>/<severity>``
+    reads the ImageNet-C layout ``root/<corruption>/<severity>/<class>/*``. Files are taken in a
+    seeded random order (so ``size`` keeps a class-mixed subset); mixed image sizes are resized
+    and centre-cropped to 224 (ImageNet evaluation transform)."""
+    if root is None:
+        raise DatasetError("dataset 'imagefolder' needs a root folder (scenario key dataset.root)")
+    base = Path(root).expanduser()
+    if variant not in ("auto", "standard"):
+        base = base / variant
+    elif (base / split).is_dir():
+        base = base / split
+    if not base.is_dir():
+        raise DatasetError(f"image folder {base} does not exist (root={root}, variant={variant!r})")
+    classes = _class_folders(base)
+    files = [
+        (path, label)
+        for label, folder in enumerate(classes)
+        for path in sorted(folder.rglob("*"))
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not files:
+        raise DatasetError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in class folders under {base}")
+    order = np.random.default_rng(seed).permutation(len(files))[:size]
+    chosen = [files[i] for i in order]
+    first = _load_image(chosen[0][0], None)
+    same_size = all(_image_size(path) == first.shape[1::-1] for path, _ in chosen)
+    side = None if same_size else 224
+    images = np.stack([_load_image(path, side) for path, _ in chosen])
+    labels = np.array([label for _, label in chosen], dtype=np.int64)
+    return ImageDataset(
+        name="imagefolder",
+        images=images,
+        labels=labels,
+        class_names=[folder.name for folder in classes],
+        source=f"{base} (image folder, {len(files)} files, seed {seed} order)",
+    )
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.size
