@@ -512,10 +512,12 @@ def _zoom_range(stop: float, step: float) -> list[float]:
 def zoom_blur(x: torch.Tensor, c: list[float], generators: Generators) -> torch.Tensor:
     """Mean of the image and its centre zooms by each factor in c."""
     h, w = x.shape[-2:]
-    zy = torch.stack([_zoom_matrix(h, z) for z in c]).to(x.dtype)  # (K, H, H)
-    zx = torch.stack([_zoom_matrix(w, z) for z in c]).to(x.dtype)  # (K, W, W)
-    zoomed = torch.einsum("kih,bchw,kjw->bcij", zy, x, zx)
-    return (x + zoomed) / (len(c) + 1)
+    # float32 like the original (it casts the image to np.float32 first)
+    zy = torch.stack([_zoom_matrix(h, z) for z in c]).to(torch.float32)  # (K, H, H)
+    zx = torch.stack([_zoom_matrix(w, z) for z in c]).to(torch.float32)  # (K, W, W)
+    rows = torch.einsum("kih,bchw->bckiw", zy, x.to(torch.float32))
+    zoomed = torch.einsum("bckiw,kjw->bcij", rows, zx)
+    return (x.to(torch.float32) + zoomed).to(x.dtype) / (len(c) + 1)
 
 
 # ---------------------------------------------------------------------------------------------
