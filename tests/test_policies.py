@@ -92,7 +92,7 @@ def test_cema_low_informative_boundary_is_inclusive() -> None:
 
 
 def test_cema_high_entropy_sample_that_is_also_redundant_is_reported_unreliable() -> None:
-    policy = make_cema()
+    policy = make_cema(filter_redundant=True)
     first = torch.stack([two_hot(0, 1), two_hot(0, 1)])
     assert policy.select(first, torch.tensor([0.5, 0.5])).all()  # first batch initialises p_avg
     torch.testing.assert_close(policy.mean_probs, two_hot(0, 1))
@@ -106,7 +106,7 @@ def test_cema_high_entropy_sample_that_is_also_redundant_is_reported_unreliable(
 
 
 def test_cema_redundancy_average_unchanged_when_nothing_is_kept() -> None:
-    policy = make_cema()
+    policy = make_cema(filter_redundant=True)
     policy.select(two_hot(0, 1).unsqueeze(0), torch.tensor([0.5]))
     mask = policy.select(two_hot(0, 1).unsqueeze(0), torch.tensor([0.5]))
     assert not mask.any()
