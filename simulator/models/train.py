@@ -245,8 +245,10 @@ def train_classifier(
             nesterov=True,
         )
         total_steps = epochs * steps_per_epoch
+        # one-cycle needs a rising and a falling phase of at least one step each
+        warmup = min(0.75, max(0.25, 2.5 / total_steps))
         schedule = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=lr, total_steps=total_steps, pct_start=max(0.25, 2.5 / total_steps)
+            optimizer, max_lr=lr, total_steps=max(total_steps, 2), pct_start=warmup
         )
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
@@ -327,12 +329,14 @@ def build_zoo(
     progress: bool = True,
     *,
     train_size: int | None = None,
+    test_size: int | None = None,
     epochs: int | None = None,
 ) -> dict[str, dict]:
     """Train the synthetic zoo models and write ``<out_dir>/<name>.pt`` (bare-network state_dict).
 
     Returns per model: clean test accuracy on the synthetic test split, parameter count, training
-    wall time and the recipe used. ``train_size`` and ``epochs`` shrink the recipe (smoke tests)."""
+    wall time and the recipe used. ``train_size``, ``test_size`` and ``epochs`` shrink the work
+    (smoke tests)."""
     from simulator.models.zoo import create_model
 
     names = list(ZOO_RECIPES) if names is None else names
@@ -342,7 +346,7 @@ def build_zoo(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     train_set = create_dataset("synthetic", split="train", seed=seed, size=train_size)
-    test_set = create_dataset("synthetic", split="test", seed=seed)
+    test_set = create_dataset("synthetic", split="test", seed=seed, size=test_size)
     results: dict[str, dict] = {}
     for name in names:
         recipe = dict(ZOO_RECIPES[name])
