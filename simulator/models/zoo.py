@@ -241,7 +241,7 @@ def load_checkpoint(model: NormalizedModel, path: str | Path) -> None:
     path = Path(path).expanduser()
     if not path.is_file():
         raise ModelError(f"checkpoint {path} does not exist")
-    state = _state_dict_from(torch.load(path, map_location="cpu", weights_only=False), path)
+    state = _state_dict_from(torch.load(path, map_location="cpu", weights_only=True), path)
     target: nn.Module = model if any(k.startswith("net.") for k in state) else model.net
     try:
         target.load_state_dict({k: v.float() for k, v in state.items()})
