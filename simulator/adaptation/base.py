@@ -18,59 +18,12 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-try:  # the shared helpers; a private equivalent until simulator/models/norm.py exists
-    from simulator.models.norm import configure_norm_adaptation, get_norm_state, set_norm_state
-except ModuleNotFoundError as error:  # pragma: no cover - depends on the checkout
-    if error.name != "simulator.models.norm":
-        raise
-
-    def _batch_norms(model: nn.Module) -> list[tuple[str, nn.modules.batchnorm._BatchNorm]]:
-        return [
-            (name, module)
-            for name, module in model.named_modules()
-            if isinstance(module, nn.modules.batchnorm._BatchNorm)
-        ]
-
-    def get_norm_state(model: nn.Module) -> dict[str, torch.Tensor]:
-        """Cloned BN affine + running statistics, keyed ``<bn>.weight/.bias/.running_*``."""
-        state: dict[str, torch.Tensor] = {}
-        for name, bn in _batch_norms(model):
-            for key in ("weight", "bias", "running_mean", "running_var"):
-                tensor = getattr(bn, key)
-                if tensor is not None:
-                    state[f"{name}.{key}"] = tensor.detach().clone()
-        return state
-
-    def set_norm_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-        """Copy ``state`` into the BN tensors in place (optimizers keep their references)."""
-        with torch.no_grad():
-            for name, bn in _batch_norms(model):
-                for key in ("weight", "bias", "running_mean", "running_var"):
-                    tensor = getattr(bn, key)
-                    if tensor is not None:
-                        tensor.copy_(state[f"{name}.{key}"])
-
-    def configure_norm_adaptation(model: nn.Module) -> list[nn.Parameter]:
-        """``requires_grad`` only on the BN affine parameters, which are returned."""
-        model.requires_grad_(False)
-        params: list[nn.Parameter] = []
-        for _, bn in _batch_norms(model):
-            for param in (bn.weight, bn.bias):
-                if param is not None:
-                    param.requires_grad_(True)
-                    params.append(param)
-        return params
-
-
 EdgeNorm = Literal["eval", "batch"]
 
 __all__ = [
     "AdaptStats",
     "CloudAdapter",
     "EdgeNorm",
-    "configure_norm_adaptation",
-    "get_norm_state",
-    "set_norm_state",
 ]
 
 

@@ -40,15 +40,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from simulator.adaptation import ADAPTERS
-from simulator.adaptation.base import (
-    AdaptStats,
-    CloudAdapter,
-    configure_norm_adaptation,
-    get_norm_state,
-    set_norm_state,
-)
+from simulator.adaptation.base import AdaptStats, CloudAdapter
 from simulator.adaptation.losses import cema_distillation_loss, teacher_entropy_loss
 from simulator.adaptation.replay import ReplayBuffer
+from simulator.models.norm import configure_norm_adaptation, get_norm_state, set_norm_state
 
 
 def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:

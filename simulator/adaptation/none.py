@@ -9,7 +9,8 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from simulator.adaptation import ADAPTERS
-from simulator.adaptation.base import AdaptStats, CloudAdapter, get_norm_state
+from simulator.adaptation.base import AdaptStats, CloudAdapter
+from simulator.models.norm import get_norm_state
 
 
 @ADAPTERS.register("none")
