@@ -41,7 +41,7 @@ __all__ = [
 AUGMENTATIONS = ("none", "standard", "corruption")
 TRAIN_THREADS = 2
 
-# name -> training recipe; both models train in about 7 minutes on 2 otherwise idle CPU cores
+# name -> training recipe; both models train in about 8 minutes on 2 otherwise idle CPU cores
 ZOO_RECIPES: dict[str, dict] = {
     "synthetic_edge": {"epochs": 3, "batch_size": 128, "lr": 0.2, "augment": "standard"},
     "synthetic_teacher": {"epochs": 3, "batch_size": 128, "lr": 0.2, "augment": "corruption"},
