@@ -1,4 +1,4 @@
-"""The ``fleetsim`` command line: run, validate, list, zoo."""
+"""The ``fleetsim`` command line: run, validate, list, zoo, sweep, plot, report."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ zoo_app = typer.Typer(help="Models shipped with fleetsim and the command that tr
 app.add_typer(zoo_app, name="zoo")
 
 console = Console()
-errors = Console(stderr=True)
+errors = Console(stderr=True, soft_wrap=True)  # messages stay whole lines in logs
 
 SetOption = Annotated[
     list[str] | None,
@@ -221,11 +221,154 @@ def zoo_list() -> None:
         table.add_row(
             name,
             str(info.get("dataset", "")),
-            f"{info.get('params', '')}",
-            str(info.get("weights", "")),
+            f"{info.get('params', 0):,}",
+            Path(str(info.get("weights", "")).split(" (")[0].removeprefix("shipped: ")).name,
             str(info.get("description", "")),
         )
     console.print(table)
+
+
+GridOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--grid",
+        "-g",
+        help="Sweep axis, Cartesian product with the others: key=v1,v2,... (values are YAML; "
+        "key=[[1,2],[3,4]] for list values). Repeatable.",
+    ),
+]
+ZipOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--zip",
+        "-z",
+        help="Zipped axis, walked in lock-step with the other --zip axes: key=v1,v2,... Repeatable.",
+    ),
+]
+
+
+class Executor(str, Enum):
+    local = "local"
+    dask = "dask"
+
+
+@app.command()
+def sweep(
+    scenario: ScenarioArg,
+    grid: GridOption = None,
+    zip_: ZipOption = None,
+    seeds: Annotated[
+        int | None, typer.Option(min=1, help="Runs per point with seed = base seed + i.")
+    ] = None,
+    overrides: SetOption = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Sweep folder (default: runs/<scenario name>-sweep)."),
+    ] = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Runs at once.")] = 1,
+    executor: Annotated[
+        Executor, typer.Option(help="local: a process pool; dask: dask.distributed.")
+    ] = Executor.local,
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="dask scheduler address (tcp://host:8786); a LocalCluster if omitted."),
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar over runs.")] = True,
+) -> None:
+    """Run a scenario over a grid of overrides and seeds; resumable (finished runs are skipped)."""
+    from simulator.config import ScenarioError
+    from simulator.sweep import SweepSpec, parse_values, plan_sweep, run_sweep
+
+    try:
+        spec = SweepSpec(
+            grid=dict(parse_values(text) for text in grid or []),
+            zip=dict(parse_values(text) for text in zip_ or []),
+            seeds=seeds,
+        )
+        plan = plan_sweep(scenario, overrides, spec)
+    except ScenarioError as exc:
+        errors.print("[bold red]error:[/]", end=" ")
+        errors.print(str(exc), highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    out_dir = out or Path("runs") / f"{plan.runs[0].resolved['name']}-sweep"
+    console.print(f"sweep of {len(plan.runs)} runs -> {out_dir}")
+    try:
+        manifest = run_sweep(
+            plan,
+            out_dir,
+            jobs=jobs,
+            executor=executor.value,
+            scheduler=scheduler,
+            progress=progress,
+        )
+    except RuntimeError as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        errors.print(f"interrupted; run the same command again to resume ({out_dir}/sweep.json)")
+        raise typer.Exit(130) from None
+    counts = manifest["counts"]
+    console.print(
+        ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+        + f" -> {out_dir}/sweep.json"
+    )
+    for entry in manifest["runs"]:
+        if entry["status"] == "failed":
+            errors.print(f"[red]failed[/] {entry['name']}: {entry['error']}", highlight=False)
+    if counts.get("failed"):
+        raise typer.Exit(1)
+
+
+class PlotKind(str, Enum):
+    pareto = "pareto"
+    sweep = "sweep"
+    timeline = "timeline"
+    devices = "devices"
+    cloud = "cloud"
+
+
+@app.command()
+def plot(
+    runs_dir: Annotated[Path, typer.Argument(help="A sweep folder (or one run folder).")],
+    kind: Annotated[PlotKind, typer.Option(help="Which figure.")] = PlotKind.pareto,
+    x: Annotated[
+        str | None, typer.Option(help="Swept key on the x axis (sweep plot; default: first).")
+    ] = None,
+    metric: Annotated[str, typer.Option(help="Summary metric (sweep plot).")] = "accuracy",
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Folder for the PDF and PNG (default: RUNS_DIR/figures)."),
+    ] = None,
+) -> None:
+    """Draw one paper figure (PDF + PNG) from run folders."""
+    from analysis.report import draw
+
+    try:
+        paths = draw(runs_dir, kind.value, out or runs_dir / "figures", x=x, metric=metric)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    for path in paths:
+        console.print(f"wrote {path}")
+
+
+@app.command()
+def report(
+    runs_dir: Annotated[Path, typer.Argument(help="A sweep folder (or one run folder).")],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Report folder (default: RUNS_DIR/report).")
+    ] = None,
+) -> None:
+    """All figures and tables (Markdown + LaTeX) of a sweep into one folder."""
+    from analysis.report import build_report
+
+    try:
+        paths = build_report(runs_dir, out or runs_dir / "report")
+    except (FileNotFoundError, ValueError) as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    for path in paths:
+        console.print(f"wrote {path}")
 
 
 def main() -> None:  # pragma: no cover - console entry point
