@@ -24,6 +24,7 @@ import torch
 from policies.upload import UPLOAD_POLICIES
 from simulator.adaptation import ADAPTERS
 from simulator.config import Scenario, dump_scenario, per_device_value
+from simulator.data.cache import CorruptionCache
 from simulator.data.corruptions import corrupt
 from simulator.data.datasets import ImageDataset, create_dataset
 from simulator.data.streams import DeviceStream, build_stream
@@ -55,11 +56,17 @@ def _rng(seed: int, purpose: int, device: int = 0) -> np.random.Generator:
 
 
 class BatchLoader:
-    """Images of one edge batch: dataset pixels, corrupted per sample domain (uint8 NCHW)."""
+    """Images of one edge batch: dataset pixels, corrupted per sample domain (uint8 NCHW).
 
-    def __init__(self, dataset: ImageDataset, seed: int):
+    With a ``CorruptionCache``, corrupted pixels are read from its memory-mapped sets (built once,
+    shared by a sweep's runs) instead of being computed per batch; the pixels are identical.
+    """
+
+    def __init__(self, dataset: ImageDataset, seed: int, cache: CorruptionCache | None = None):
+        self.dataset = dataset
         self.images = torch.from_numpy(dataset.images).permute(0, 3, 1, 2)
         self.seed = seed
+        self.cache = cache
 
     def __call__(self, stream: DeviceStream, b: int) -> torch.Tensor:
         rows = stream.batch(b)
@@ -71,6 +78,13 @@ class BatchLoader:
             if domain.corruption == "clean":
                 continue
             mask = torch.from_numpy(domain_ids == d)
+            if self.cache is not None:
+                corrupted = self.cache.get(
+                    self.dataset, domain.corruption, domain.severity, self.seed
+                )
+                rows_nhwc = torch.from_numpy(corrupted[indices[mask].numpy()])
+                images[mask] = rows_nhwc.permute(0, 3, 1, 2)
+                continue
             images[mask] = corrupt(
                 images[mask],
                 domain.corruption,
