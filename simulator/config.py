@@ -325,25 +325,33 @@ def _plugin_registry(section: str) -> tuple[Any, str]:
     return ADAPTERS, "adapter"
 
 
-def _validate_plugins(scenario: Scenario) -> list[Problem]:
-    """Validate the plugin sub-sections (policy.<name>.*, cloud.<name>.*) against each Config."""
+def _validate_plugins(
+    data: dict[str, Any],
+) -> tuple[dict[str, dict[str, BaseModel]], list[Problem]]:
+    """Validate the plugin sub-sections (policy.<name>.*, cloud.<name>.*) against each Config.
+
+    Works on the raw dict, so their problems are reported together with the rest of the scenario's.
+    """
     problems: list[Problem] = []
-    for section in ("policy", "cloud"):
-        model = getattr(scenario, section)
+    validated: dict[str, dict[str, BaseModel]] = {}
+    for section, model_cls in (("policy", PolicyConfig), ("cloud", CloudConfig)):
+        raw = data.get(section) or {}
+        if not isinstance(raw, dict):
+            continue  # the main validation reports it
         registry, selector = _plugin_registry(section)
-        raw = dict(model.model_extra or {})
-        selected = getattr(model, selector)
-        raw.setdefault(selected, {})
+        own = list(model_cls.model_fields)
+        extras = {k: v for k, v in raw.items() if k not in own}
+        selected = raw.get(selector, model_cls.model_fields[selector].default)
+        if selected in registry:
+            extras.setdefault(selected, {})
         plugins: dict[str, BaseModel] = {}
-        for key, value in raw.items():
+        for key, value in extras.items():
             if key not in registry:
-                own = [k for k in type(model).model_fields]
                 allowed = ", ".join([*own, *(f"{n} (parameters)" for n in registry.names())])
                 problems.append(
                     Problem(f"{section}.{key}", value, f"unknown key; allowed: {allowed}")
                 )
                 continue
-            config_cls = registry.get(key).Config
             if value is None:
                 value = {}
             if not isinstance(value, dict):
@@ -351,14 +359,13 @@ def _validate_plugins(scenario: Scenario) -> list[Problem]:
                     Problem(f"{section}.{key}", value, f"must be a mapping of {key} parameters")
                 )
                 continue
+            config_cls = registry.get(key).Config
             try:
                 plugins[key] = config_cls.model_validate(value)
             except ValidationError as exc:
                 problems.extend(_problems_from(exc, prefix=(section, key), model=config_cls))
-        model._plugins = plugins
-        for key in list(model.model_extra or {}):
-            del model.model_extra[key]
-    return problems
+        validated[section] = plugins
+    return validated, problems
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
@@ -429,13 +436,18 @@ def scenario_from_dict(
     if not isinstance(data, dict):
         raise ScenarioError([Problem("", data, "a scenario must be a YAML mapping")], source)
     data = apply_overrides(data, overrides or [])
+    plugins, problems = _validate_plugins(data)
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(_problems_from(exc), source) from None
-    problems = _validate_plugins(scenario)
+        raise ScenarioError(_problems_from(exc) + problems, source) from None
     if problems:
         raise ScenarioError(problems, source)
+    for section, params in plugins.items():
+        model = getattr(scenario, section)
+        model._plugins = params
+        for key in list(model.model_extra or {}):
+            del model.model_extra[key]
     return scenario
 
 

@@ -104,3 +104,13 @@ def test_missing_scenario_file_is_reported():
 def test_malformed_override_is_reported():
     with pytest.raises(ScenarioError, match="dotted.key=value"):
         apply_overrides({}, ["seed"])
+
+
+def test_every_problem_is_reported_at_once_including_plugin_parameters():
+    with pytest.raises(ScenarioError) as info:
+        scenario_from_dict(
+            tiny_scenario_dict(),
+            ["stream.severity=0", "policy.cema.e_mn=0.1", "cloud.cema.lr_edge=-1"],
+        )
+    paths = {p.path for p in info.value.problems}
+    assert paths == {"stream.severity", "policy.cema.e_mn", "cloud.cema.lr_edge"}
