@@ -1,0 +1,99 @@
+"""Run folders -> tidy pandas DataFrames.
+
+``load_runs`` gives one row per run: the run's swept overrides as columns named by their dotted key
+(``network.uplink_mbps``, ``policy.name``, ``seed``) and every scalar number of its summary.json.
+``load_events`` concatenates the runs' events.parquet with the same identifying columns.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+RUN_INFO = "run.json"
+
+
+def run_dirs(runs_dir: str | Path) -> list[Path]:
+    """The run folders under ``runs_dir`` (or ``runs_dir`` itself when it is one run), by name."""
+    root = Path(runs_dir)
+    if (root / "summary.json").is_file():
+        return [root]
+    if not root.is_dir():
+        raise FileNotFoundError(f"no such folder: {root}")
+    found = sorted(
+        p for p in root.iterdir() if not p.name.startswith(".") and (p / "summary.json").is_file()
+    )
+    if not found:
+        raise FileNotFoundError(f"no run folders (with summary.json) in {root}")
+    return found
+
+
+def _params(run_dir: Path) -> dict[str, Any]:
+    try:
+        return dict(json.loads((run_dir / RUN_INFO).read_text()).get("params", {}))
+    except (OSError, ValueError):
+        return {}
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    return json.loads((Path(run_dir) / "summary.json").read_text())
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+
+
+def swept_keys(runs: pd.DataFrame) -> list[str]:
+    """The dotted keys a sweep varied (columns ``load_runs`` took from run.json), in order."""
+    return list(runs.attrs.get("swept", []))
+
+
+def load_runs(runs_dir: str | Path) -> pd.DataFrame:
+    """One row per run: ``run`` (folder name), swept overrides, summary scalars.
+
+    Lists in the summary (per_device) and mappings (per_domain) are left out; numbers are exactly
+    those of summary.json. ``df.attrs["swept"]`` lists the swept keys.
+    """
+    rows = []
+    swept: list[str] = []
+    for run_dir in run_dirs(runs_dir):
+        summary = read_summary(run_dir)
+        params = _params(run_dir)
+        for key in params:
+            if key not in swept:
+                swept.append(key)
+        scalars = {
+            k: v for k, v in summary.items() if not isinstance(v, (dict, list)) and k not in params
+        }
+        rows.append({"run": run_dir.name, "path": str(run_dir), **params, **scalars})
+    runs = pd.DataFrame(rows)
+    if "policy.name" not in runs and "policy" in runs:
+        runs["policy.name"] = runs["policy"]
+    runs.attrs["swept"] = swept
+    return runs
+
+
+def load_events(
+    runs_dir: str | Path, runs: list[str] | None = None, kinds: list[str] | None = None
+) -> pd.DataFrame:
+    """Events of the runs (all, or those named) with ``run``, swept overrides and ``policy``."""
+    frames = []
+    for run_dir in run_dirs(runs_dir):
+        if runs is not None and run_dir.name not in runs:
+            continue
+        events = pd.read_parquet(run_dir / "events.parquet")
+        if kinds is not None:
+            events = events[events["kind"].isin(kinds)]
+        summary = read_summary(run_dir)
+        events = events.assign(run=run_dir.name, policy=summary.get("policy"))
+        for key, value in _params(run_dir).items():
+            if key not in events:
+                events[key] = value if not isinstance(value, list) else str(value)
+        frames.append(events)
+    if not frames:
+        raise FileNotFoundError(f"no events for runs {runs} in {runs_dir}")
+    return pd.concat(frames, ignore_index=True)

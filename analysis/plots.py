@@ -1,0 +1,377 @@
+"""Paper figures from tidy DataFrames (``analysis.load``); each function returns a Figure.
+
+One style for all (:func:`paper_style`): single-column width (3.4 in), 8 pt text, the Okabe-Ito
+colour-blind-safe palette with a fixed colour and marker per policy, units on every axis. Figures
+are saved as PDF + PNG with :func:`save`. The Agg backend is used, so nothing needs a display.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+COLUMN_WIDTH_IN = 3.4
+OKABE_ITO = [
+    "#0072B2",  # blue
+    "#D55E00",  # vermillion
+    "#E69F00",  # orange
+    "#009E73",  # bluish green
+    "#CC79A7",  # reddish purple
+    "#56B4E9",  # sky blue
+    "#F0E442",  # yellow
+    "#000000",  # black
+]
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+POLICY_ORDER = ["none", "all", "random", "budget", "eata", "edgefm", "cema"]
+POLICY_STYLE = {
+    "none": ("#000000", "x"),
+    "all": ("#0072B2", "s"),
+    "random": ("#E69F00", "^"),
+    "cema": ("#D55E00", "o"),
+}
+
+# (axis label with unit, factor from the stored unit)
+QUANTITIES: dict[str, tuple[str, float]] = {
+    "accuracy": ("accuracy (%)", 100.0),
+    "upload_fraction": ("uploaded samples (%)", 100.0),
+    "upload_bytes": ("upload (MB)", 1e-6),
+    "download_bytes": ("download (MB)", 1e-6),
+    "uploaded_samples": ("uploaded samples", 1.0),
+    "upload_messages": ("upload messages", 1.0),
+    "updates": ("cloud updates", 1.0),
+    "cloud_steps": ("cloud steps", 1.0),
+    "cloud_busy_s": ("cloud busy time (s)", 1.0),
+    "sim_time_s": ("simulated time (s)", 1.0),
+    "wall_time_s": ("wall time (s)", 1.0),
+    "network.uplink_mbps": ("uplink (Mbit/s)", 1.0),
+    "network.downlink_mbps": ("downlink (Mbit/s)", 1.0),
+    "network.latency_ms": ("latency (ms)", 1.0),
+    "fleet.devices": ("devices", 1.0),
+    "policy.random.p": ("random upload probability", 1.0),
+}
+
+
+def quantity(key: str) -> tuple[str, float]:
+    """Axis label (with unit) and scale factor for a summary metric or swept key."""
+    return QUANTITIES.get(key, (key, 1.0))
+
+
+def paper_rc() -> dict:
+    return {
+        "font.size": 8,
+        "axes.titlesize": 8,
+        "axes.labelsize": 8,
+        "legend.fontsize": 7,
+        "xtick.labelsize": 7,
+        "ytick.labelsize": 7,
+        "lines.linewidth": 1.2,
+        "lines.markersize": 4,
+        "axes.prop_cycle": matplotlib.cycler(color=OKABE_ITO),
+        "axes.grid": True,
+        "grid.alpha": 0.3,
+        "grid.linewidth": 0.5,
+        "axes.spines.top": False,
+        "axes.spines.right": False,
+        "legend.frameon": False,
+        "savefig.dpi": 300,
+        "savefig.bbox": "tight",
+        "pdf.fonttype": 42,
+        "figure.dpi": 100,
+    }
+
+
+@contextlib.contextmanager
+def paper_style() -> Iterator[None]:
+    """The one style context of all fleetsim figures."""
+    with plt.rc_context(paper_rc()):
+        yield
+
+
+def series_style(name: str, i: int) -> tuple[str, str]:
+    """Colour and marker of a series: fixed per known policy, else by position."""
+    return POLICY_STYLE.get(name, (OKABE_ITO[i % len(OKABE_ITO)], MARKERS[i % len(MARKERS)]))
+
+
+def _ordered(values: pd.Series) -> list:
+    seen = list(dict.fromkeys(values.dropna().tolist()))
+    rank = {p: i for i, p in enumerate(POLICY_ORDER)}
+    return sorted(seen, key=lambda v: (rank.get(v, len(rank)), str(v)))
+
+
+def _figure(height_in: float = 2.4, rows: int = 1, sharex: bool = False) -> tuple[Figure, list]:
+    fig, axes = plt.subplots(
+        rows, 1, figsize=(COLUMN_WIDTH_IN, height_in), sharex=sharex, squeeze=False
+    )
+    return fig, list(axes[:, 0])
+
+
+def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """Mean and half-width of the Student-t confidence interval (0 for a single value)."""
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    mean = float(values.mean())
+    if n < 2:
+        return mean, 0.0
+    try:
+        from scipy import stats
+
+        quantile = float(stats.t.ppf(0.5 + confidence / 2, n - 1))
+    except ImportError:  # scipy is optional; the normal quantile understates small-n intervals
+        from statistics import NormalDist
+
+        quantile = NormalDist().inv_cdf(0.5 + confidence / 2)
+    return mean, quantile * float(values.std(ddof=1)) / math.sqrt(n)
+
+
+def save(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
+    """Write ``stem.pdf`` and ``stem.png`` into ``out_dir``; returns both paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{stem}.pdf", out / f"{stem}.png"]
+    with paper_style():
+        for path in paths:
+            fig.savefig(path)
+    return paths
+
+
+# --------------------------------------------------------------------------------------------------
+# Sweep-level figures (one row per run)
+
+
+def pareto(
+    runs: pd.DataFrame,
+    x: str = "upload_bytes",
+    y: str = "accuracy",
+    hue: str = "policy.name",
+    group: str | None = None,
+) -> Figure:
+    """Accuracy vs upload bytes, one series per policy; the fleet-wide Pareto front dashed.
+
+    Each marker is the mean over seeds of one sweep point (``group``: the swept key that is not the
+    hue or the seed, e.g. the uplink budget); error bars are 95% t-intervals over seeds.
+    """
+    group = group or _other_swept(runs, hue)
+    x_label, x_scale = quantity(x)
+    y_label, y_scale = quantity(y)
+    with paper_style():
+        fig, (ax,) = _figure()
+        points = []
+        for i, name in enumerate(_ordered(runs[hue])):
+            rows = runs[runs[hue] == name]
+            keys = [group] if group else []
+            grouped = rows.groupby(keys, sort=True) if keys else [(None, rows)]
+            xs, ys, x_err, y_err = [], [], [], []
+            for _, g in grouped:
+                mx, hx = t_interval(g[x].to_numpy() * x_scale)
+                my, hy = t_interval(g[y].to_numpy() * y_scale)
+                xs.append(mx)
+                ys.append(my)
+                x_err.append(hx)
+                y_err.append(hy)
+            order = np.argsort(xs)
+            xs, ys = np.asarray(xs)[order], np.asarray(ys)[order]
+            colour, marker = series_style(str(name), i)
+            ax.errorbar(
+                xs,
+                ys,
+                xerr=np.asarray(x_err)[order],
+                yerr=np.asarray(y_err)[order],
+                color=colour,
+                marker=marker,
+                linestyle="-" if len(xs) > 1 else "none",
+                capsize=1.5,
+                label=str(name),
+            )
+            points.extend(zip(xs, ys, strict=True))
+        front = pareto_front(points)
+        if len(front) > 1:
+            fx, fy = zip(*front, strict=True)
+            ax.step(fx, fy, where="post", color="0.5", linestyle="--", linewidth=0.8, zorder=0)
+        positive = [p[0] for p in points if p[0] > 0]
+        if positive and max(positive) / min(positive) > 20:
+            ax.set_xscale("symlog", linthresh=min(positive))
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+        ax.legend(title=_hue_title(hue), loc="best")
+        fig.tight_layout()
+    return fig
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points no other point beats on both fewer bytes (x) and higher accuracy (y), by x."""
+    front: list[tuple[float, float]] = []
+    for px, py in sorted(points, key=lambda p: (p[0], -p[1])):
+        if not front or py > front[-1][1]:
+            front.append((px, py))
+    return front
+
+
+def sweep_curve(
+    runs: pd.DataFrame, x: str | None = None, metric: str = "accuracy", hue: str = "policy.name"
+) -> Figure:
+    """``metric`` vs a swept key: mean over seeds with a 95% Student-t confidence band."""
+    x = x or _other_swept(runs, hue)
+    if x is None or x not in runs:
+        raise ValueError(f"no swept key to put on the x axis; give one of {list(runs.columns)}")
+    x_label, x_scale = quantity(x)
+    y_label, y_scale = quantity(metric)
+    hues = _ordered(runs[hue]) if hue in runs else [None]
+    with paper_style():
+        fig, (ax,) = _figure()
+        for i, name in enumerate(hues):
+            rows = runs if name is None else runs[runs[hue] == name]
+            stats = [
+                (float(xv) * x_scale, *t_interval(g[metric].to_numpy() * y_scale))
+                for xv, g in rows.groupby(x, sort=True)
+            ]
+            xs, means, halves = (np.asarray(v) for v in zip(*stats, strict=True))
+            colour, marker = series_style(str(name), i)
+            ax.plot(xs, means, color=colour, marker=marker, label=str(name))
+            ax.fill_between(xs, means - halves, means + halves, color=colour, alpha=0.2, lw=0)
+        xs_all = runs[x].astype(float)
+        if xs_all.min() > 0 and xs_all.max() / xs_all.min() >= 10:
+            ax.set_xscale("log")
+        ax.set_xlabel(x_label)
+        ax.set_ylabel(y_label)
+        if hues != [None]:
+            ax.legend(title=_hue_title(hue), loc="best")
+        fig.tight_layout()
+    return fig
+
+
+def _other_swept(runs: pd.DataFrame, hue: str) -> str | None:
+    for key in runs.attrs.get("swept", []):
+        if key not in (hue, "seed") and runs[key].nunique() > 1:
+            return key
+    return None
+
+
+def _hue_title(hue: str) -> str:
+    return "policy" if hue in ("policy.name", "policy") else hue
+
+
+# --------------------------------------------------------------------------------------------------
+# Run-level figures (events)
+
+
+def _time_bins(times: pd.Series, bins: int) -> np.ndarray:
+    end = float(times.max()) if len(times) else 1.0
+    return np.linspace(0.0, max(end, 1e-9), bins + 1)
+
+
+def domain_boundaries(samples: pd.DataFrame) -> list[tuple[float, str]]:
+    """(simulated time, domain) where a run's first device enters each new domain segment."""
+    first = samples[samples["run"] == samples["run"].iloc[0]] if "run" in samples else samples
+    first = first[first["device"] == first["device"].min()].sort_values("sim_time_s")
+    changes = first["domain"].astype(str).ne(first["domain"].astype(str).shift())
+    times = first.loc[changes, "sim_time_s"].astype(float)
+    return list(zip(times, first.loc[changes, "domain"].astype(str), strict=True))
+
+
+def timeline(
+    events: pd.DataFrame, hue: str = "policy", bins: int = 40, smooth_bins: int = 3
+) -> Figure:
+    """Edge accuracy over simulated time (binned, rolling mean), one line per ``hue`` value,
+    with the domain (corruption) boundaries as dotted lines."""
+    samples = events[events["kind"] == "sample"]
+    edges = _time_bins(samples["sim_time_s"], bins)
+    centres = (edges[:-1] + edges[1:]) / 2
+    with paper_style():
+        fig, (ax,) = _figure()
+        hues = _ordered(samples[hue]) if hue in samples else [None]
+        for i, name in enumerate(hues):
+            rows = samples if name is None else samples[samples[hue] == name]
+            which = np.clip(np.digitize(rows["sim_time_s"], edges) - 1, 0, bins - 1)
+            acc = rows["correct"].astype(float).groupby(which).mean().reindex(range(bins))
+            acc = acc.rolling(smooth_bins, center=True, min_periods=1).mean()
+            colour, _ = series_style(str(name), i)
+            ax.plot(centres, 100 * acc.to_numpy(), color=colour, label=str(name))
+        for t, domain in domain_boundaries(samples):
+            ax.axvline(t, color="0.4", linestyle=":", linewidth=0.8)
+            ax.text(
+                t, 1.0, f" {domain}", transform=ax.get_xaxis_transform(), rotation=90,
+                va="top", ha="left", fontsize=6, color="0.3",
+            )  # fmt: skip
+        ax.set_xlabel("simulated time (s)")
+        ax.set_ylabel("accuracy (%)")
+        if hues != [None]:
+            ax.legend(title=_hue_title(hue), loc="lower right")
+        fig.tight_layout()
+    return fig
+
+
+def devices(events: pd.DataFrame, bins: int = 30) -> Figure:
+    """Per-device edge accuracy over simulated time as a heatmap (one run's events)."""
+    samples = events[events["kind"] == "sample"]
+    if "run" in samples and samples["run"].nunique() > 1:
+        samples = samples[samples["run"] == samples["run"].iloc[0]]
+    edges = _time_bins(samples["sim_time_s"], bins)
+    which = np.clip(np.digitize(samples["sim_time_s"], edges) - 1, 0, bins - 1)
+    grid = (
+        samples.assign(bin=which)
+        .groupby(["device", "bin"])["correct"]
+        .mean()
+        .unstack("bin")
+        .reindex(columns=range(bins))
+    )
+    with paper_style():
+        n = len(grid)
+        fig, (ax,) = _figure(height_in=max(1.6, 0.9 + 0.18 * n))
+        image = ax.imshow(
+            100 * grid.to_numpy(dtype=float),
+            aspect="auto",
+            cmap="viridis",
+            vmin=0,
+            vmax=100,
+            extent=(edges[0], edges[-1], n - 0.5, -0.5),
+            interpolation="nearest",
+        )
+        ax.set_yticks(range(n), [str(d) for d in grid.index])
+        ax.grid(False)
+        ax.set_xlabel("simulated time (s)")
+        ax.set_ylabel("device")
+        fig.colorbar(image, ax=ax, label="accuracy (%)", pad=0.02)
+        fig.tight_layout()
+    return fig
+
+
+def cloud(events: pd.DataFrame, ms_per_step: float, workers: int = 1, bins: int = 30) -> Figure:
+    """The cloud adapter over simulated time, from update events (one run): queueing delay of each
+    update, updates per time bin, and utilization = busy worker time / (bin width x workers)."""
+    updates = events[events["kind"] == "update"].sort_values("sim_time_s")
+    if "run" in updates and updates["run"].nunique() > 1:
+        updates = updates[updates["run"] == updates["run"].iloc[0]]
+    end_s = float(events["sim_time_s"].max()) if len(events) else 1.0
+    edges = np.linspace(0.0, max(end_s, 1e-9), bins + 1)
+    width = edges[1] - edges[0]
+    done = updates["sim_time_s"].to_numpy(float)
+    start = done - updates["steps"].to_numpy(float) * ms_per_step / 1000.0
+    busy = np.array(
+        [np.clip(np.minimum(done, b) - np.maximum(start, a), 0, None).sum() for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    )  # fmt: skip
+    counts, _ = np.histogram(done, edges)
+    centres = (edges[:-1] + edges[1:]) / 2
+    with paper_style():
+        fig, (ax_queue, ax_count, ax_util) = _figure(height_in=3.6, rows=3, sharex=True)
+        ax_queue.plot(done, updates["queue_s"], color=OKABE_ITO[0], marker=".", linestyle="none")
+        ax_queue.set_ylabel("queue delay (s)")
+        ax_count.bar(centres, counts, width=width * 0.9, color=OKABE_ITO[3])
+        ax_count.set_ylabel("updates / bin")
+        ax_util.plot(centres, 100 * busy / (width * max(workers, 1)), color=OKABE_ITO[1])
+        ax_util.set_ylim(0, 105)
+        ax_util.set_ylabel("utilization (%)")
+        ax_util.set_xlabel("simulated time (s)")
+        fig.align_ylabels()
+        fig.tight_layout()
+    return fig
