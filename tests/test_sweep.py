@@ -1,0 +1,249 @@
+"""Sweeps: expansion and naming, validation, resume, failures, Ctrl-C, local vs dask executors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from simulator import sweep
+from simulator.cli import app
+from simulator.config import ScenarioError
+from simulator.engine import RunResult
+from simulator.sweep import SweepSpec, expand, parse_values, plan_sweep, run_name, run_sweep
+from tests.conftest import tiny_scenario_dict
+
+
+def fake_run_scenario(scenario, progress=None) -> RunResult:
+    """A stand-in for the engine: seeded events and a summary computed from them, in milliseconds."""
+    uplink = float(np.mean(scenario.network.uplink_mbps))
+    policy = scenario.policy.name
+    rng = np.random.default_rng([scenario.seed, int(uplink * 100), len(policy)])
+    share = {"none": 0.0, "all": 1.0, "random": 0.3}.get(policy, 0.4)
+    p_correct = 0.3 + 0.3 * share * min(uplink, 1.0)
+    rows = []
+    for device in range(2):
+        for i in range(64):
+            t = 0.25 * (i // 8) + 0.01 * device
+            domain = "gaussian_noise/5" if i < 32 else "contrast/5"
+            uploaded = bool(rng.random() < share)
+            rows.append(
+                {
+                    "kind": "sample",
+                    "sim_time_s": t,
+                    "device": device,
+                    "domain": domain,
+                    "correct": bool(rng.random() < p_correct),
+                    "uploaded": uploaded,
+                }
+            )
+    updates = [
+        {"kind": "update", "sim_time_s": 0.5 + 0.5 * k, "device": 0, "steps": 1, "queue_s": 0.1 * k}
+        for k in range(3 if share else 0)
+    ]
+    events = pd.DataFrame(rows + updates)
+    samples = events[events["kind"] == "sample"]
+    uploaded = int(samples["uploaded"].sum())
+    summary = {
+        "samples": len(samples),
+        "accuracy": float(samples["correct"].mean()),
+        "uploaded_samples": uploaded,
+        "upload_fraction": uploaded / len(samples),
+        "upload_bytes": uploaded * 1000,
+        "download_bytes": 500 * len(updates),
+        "updates": len(updates),
+        "cloud_steps": len(updates),
+        "per_domain": {},
+        "per_device": [],
+        "scenario": scenario.name,
+        "seed": scenario.seed,
+        "policy": policy,
+        "adapter": scenario.cloud.adapter,
+        "sim_time_s": float(events["sim_time_s"].max()),
+        "wall_time_s": 0.001,
+    }
+    return RunResult(scenario, events, summary)
+
+
+@pytest.fixture
+def fake_engine(monkeypatch):
+    monkeypatch.setattr("simulator.engine.run_scenario", fake_run_scenario)
+
+
+def _write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "scenario.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_grid_is_cartesian_then_zip_in_lockstep_then_seeds():
+    spec = SweepSpec(
+        grid={"network.uplink_mbps": [0.5, 2.0], "policy.name": ["all", "cema"]},
+        zip={"fleet.devices": [2, 4], "stream.batch_size": [16, 32]},
+        seeds=2,
+    )
+    runs = expand(spec, base_seed=10)
+    assert len(runs) == 2 * 2 * 2 * 2
+    assert runs[0].params == {
+        "network.uplink_mbps": 0.5,
+        "policy.name": "all",
+        "fleet.devices": 2,
+        "stream.batch_size": 16,
+        "seed": 10,
+    }
+    assert runs[0].name == (
+        "network.uplink_mbps=0.5__policy.name=all__fleet.devices=2__stream.batch_size=16__seed=10"
+    )
+    assert {r.params["seed"] for r in runs} == {10, 11}
+    assert all(
+        (r.params["fleet.devices"], r.params["stream.batch_size"]) in {(2, 16), (4, 32)}
+        for r in runs
+    )
+    assert runs[-1].overrides[-1] == "seed=11"
+
+
+def test_run_names_are_short_safe_and_deterministic():
+    assert run_name({"network.uplink_mbps": 2.0, "policy.name": "cema", "seed": 1}) == (
+        "network.uplink_mbps=2__policy.name=cema__seed=1"
+    )
+    assert run_name({"network.uplink_mbps": [1, 2.5]}) == "network.uplink_mbps=1-2.5"
+    assert run_name({"dataset.root": "/data/x y"}) == "dataset.root=-data-x-y"
+    long = {f"policy.cema.key{i}": "v" * 30 for i in range(10)}
+    assert len(run_name(long)) <= 180 and run_name(long) == run_name(dict(long))
+    assert run_name({}) == "base"
+
+
+def test_zip_lists_must_have_equal_lengths():
+    with pytest.raises(ScenarioError, match="equal lengths"):
+        expand(SweepSpec(zip={"a.b": [1, 2], "c.d": [1]}))
+
+
+def test_parse_values_reads_yaml_values_and_lists():
+    assert parse_values("network.uplink_mbps=0.5,1,2") == ("network.uplink_mbps", [0.5, 1, 2])
+    assert parse_values("policy.name=none,cema") == ("policy.name", ["none", "cema"])
+    assert parse_values("network.uplink_mbps=[[1,2],[3,4]]")[1] == [[1, 2], [3, 4]]
+
+
+def test_yaml_sweep_section_is_read_stripped_and_overridden_by_the_command_line(tmp_path):
+    data = tiny_scenario_dict()
+    data["sweep"] = {"grid": {"policy.name": ["none", "cema"]}, "seeds": 2}
+    plan = plan_sweep(_write(tmp_path, data), cli_spec=SweepSpec(seeds=3))
+    assert [r.spec.name for r in plan.runs][:3] == [
+        "policy.name=none__seed=0",
+        "policy.name=none__seed=1",
+        "policy.name=none__seed=2",
+    ]
+    assert len(plan.runs) == 6
+    assert "sweep" not in plan.runs[0].resolved
+    assert len({r.config_hash for r in plan.runs}) == 6
+
+
+def test_invalid_expanded_config_exits_2_with_dotted_path_before_running(tmp_path, fake_engine):
+    path = _write(tmp_path, tiny_scenario_dict())
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        app, ["sweep", str(path), "--grid", "network.uplink_mbps=1,-2", "--out", str(out)]
+    )
+    assert result.exit_code == 2
+    assert "network.uplink_mbps" in result.output and "-2" in result.output
+    assert not out.exists()
+
+
+def test_failing_run_is_recorded_and_the_others_finish_then_resume_retries_only_it(
+    tmp_path, monkeypatch
+):
+    calls: list[tuple[str, int]] = []
+
+    def flaky(scenario, progress=None):
+        calls.append((scenario.policy.name, scenario.seed))
+        if scenario.policy.name == "all" and scenario.seed == 1:
+            raise RuntimeError("link exploded")
+        return fake_run_scenario(scenario)
+
+    monkeypatch.setattr("simulator.engine.run_scenario", flaky)
+    plan = plan_sweep(
+        _write(tmp_path, tiny_scenario_dict()),
+        cli_spec=SweepSpec(grid={"policy.name": ["none", "all"]}, seeds=2),
+    )
+    out = tmp_path / "out"
+    manifest = run_sweep(plan, out)
+    status = {r["name"]: r["status"] for r in manifest["runs"]}
+    assert status == {
+        "policy.name=none__seed=0": "finished",
+        "policy.name=none__seed=1": "finished",
+        "policy.name=all__seed=0": "finished",
+        "policy.name=all__seed=1": "failed",
+    }
+    failed = next(r for r in manifest["runs"] if r["status"] == "failed")
+    assert "RuntimeError: link exploded" in failed["error"]
+    assert "Traceback" in failed["traceback"] and "flaky" in failed["traceback"]
+    assert not (out / "policy.name=all__seed=1").exists()
+    assert json.loads((out / "sweep.json").read_text())["counts"] == {"finished": 3, "failed": 1}
+    info = json.loads((out / "policy.name=none__seed=0" / "run.json").read_text())
+    assert info["config_hash"] == plan.runs[0].config_hash
+
+    calls.clear()
+    monkeypatch.setattr("simulator.engine.run_scenario", fake_run_scenario)
+    monkeypatch.setattr("simulator.sweep.execute_run", _counting(sweep.execute_run, calls))
+    manifest = run_sweep(plan, out)
+    assert calls == ["policy.name=all__seed=1"]
+    assert manifest["counts"] == {"skipped": 3, "finished": 1}
+
+
+def _counting(function, calls):
+    def wrapper(resolved, out_dir, info, threads=None):
+        calls.append(Path(out_dir).name)
+        return function(resolved, out_dir, info, threads)
+
+    return wrapper
+
+
+def test_changed_config_is_not_skipped(tmp_path, fake_engine):
+    path = _write(tmp_path, tiny_scenario_dict())
+    spec = SweepSpec(grid={"policy.name": ["none"]})
+    out = tmp_path / "out"
+    run_sweep(plan_sweep(path, cli_spec=spec), out)
+    again = run_sweep(plan_sweep(path, ["network.latency_ms=50"], cli_spec=spec), out)
+    assert again["counts"] == {"finished": 1}
+
+
+def test_ctrl_c_leaves_no_half_written_run_folder(tmp_path, monkeypatch):
+    def interrupted(scenario, progress=None):
+        if scenario.seed == 1:
+            raise KeyboardInterrupt
+        return fake_run_scenario(scenario)
+
+    monkeypatch.setattr("simulator.engine.run_scenario", interrupted)
+    plan = plan_sweep(_write(tmp_path, tiny_scenario_dict()), cli_spec=SweepSpec(seeds=3))
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(plan, out)
+    assert sorted(p.name for p in out.iterdir()) == ["seed=0", "sweep.json"]
+    manifest = json.loads((out / "sweep.json").read_text())
+    assert [r["status"] for r in manifest["runs"]] == ["finished", "interrupted", "interrupted"]
+
+
+def test_dask_local_cluster_gives_the_same_summaries_as_the_local_executor(tmp_path):
+    pytest.importorskip("dask.distributed")
+    data = tiny_scenario_dict(
+        stream__samples_per_device=64, stream__segment_samples=32, dataset__size=128
+    )
+    plan = plan_sweep(_write(tmp_path, data), cli_spec=SweepSpec(seeds=2))
+    local = run_sweep(plan, tmp_path / "local")
+    dask = run_sweep(plan, tmp_path / "dask", executor="dask", jobs=1, dask_processes=False)
+    assert local["counts"] == dask["counts"] == {"finished": 2}
+
+    def numbers(root: Path, name: str) -> dict:
+        summary = json.loads((root / name / "summary.json").read_text())
+        summary.pop("wall_time_s")
+        return summary
+
+    for run in plan.runs:
+        name = run.spec.name
+        assert numbers(tmp_path / "dask", name) == numbers(tmp_path / "local", name)
+    assert numbers(tmp_path / "local", "seed=0") != numbers(tmp_path / "local", "seed=1")
