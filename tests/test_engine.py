@@ -93,3 +93,25 @@ def test_write_run_is_atomic_and_replaces(tmp_path, cema_run):
     write_run(cema_run, out)  # replacing an existing run leaves no temporary folders
     assert [p.name for p in tmp_path.iterdir()] == ["run"]
     assert json.loads((out / "summary.json").read_text())["samples"] == 512
+
+
+def test_per_device_scope_keeps_one_state_per_device():
+    r = run_scenario(scenario_from_dict(tiny_scenario_dict(), ["cloud.scope=per_device"]))
+    updates = r.events[r.events.kind == "update"]
+    assert set(updates.scope.astype(int)) == {0, 1}
+    # Each device's updates come from its own uploads only; a scope's version counts its own steps.
+    assert (updates.scope.astype(int) == updates.device.astype(int)).all()
+    for _, g in updates.groupby("scope"):
+        assert list(g.version.astype(int)) == list(g.steps.astype(int).cumsum())
+
+
+def test_bn_stats_baseline_normalises_with_batch_statistics_on_the_edge():
+    source = run_scenario(
+        scenario_from_dict(tiny_scenario_dict(), ["cloud.adapter=none", "policy.name=none"])
+    )
+    bn = run_scenario(
+        scenario_from_dict(tiny_scenario_dict(), ["cloud.adapter=bn_stats", "policy.name=none"])
+    )
+    assert bn.summary["updates"] == 0 and bn.summary["download_bytes"] == 0
+    # Test-batch statistics recover much of what contrast and noise take from the source model.
+    assert bn.summary["accuracy"] > source.summary["accuracy"] + 0.05
