@@ -293,10 +293,10 @@ def timeline(
         for i, name in enumerate(hues):
             rows = samples if name is None else samples[samples[hue] == name]
             which = np.clip(np.digitize(rows["sim_time_s"], edges) - 1, 0, bins - 1)
-            acc = rows["correct"].astype(float).groupby(which).mean().reindex(range(bins))
+            acc = rows["correct"].astype(float).groupby(which).mean()  # non-empty bins only
             acc = acc.rolling(smooth_bins, center=True, min_periods=1).mean()
             colour, _ = series_style(str(name), i)
-            ax.plot(centres, 100 * acc.to_numpy(), color=colour, label=str(name))
+            ax.plot(centres[acc.index], 100 * acc.to_numpy(), color=colour, label=str(name))
         for t, domain in domain_boundaries(samples):
             ax.axvline(t, color="0.4", linestyle=":", linewidth=0.8)
             ax.text(
@@ -306,7 +306,7 @@ def timeline(
         ax.set_xlabel("simulated time (s)")
         ax.set_ylabel("accuracy (%)")
         if hues != [None]:
-            ax.legend(title=_hue_title(hue), loc="lower right")
+            ax.legend(title=_hue_title(hue), loc="best")
         fig.tight_layout()
     return fig
 
