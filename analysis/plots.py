@@ -156,10 +156,10 @@ def pareto(
     hue: str = "policy.name",
     group: str | None = None,
 ) -> Figure:
-    """Accuracy vs upload bytes, one series per policy; the fleet-wide Pareto front dashed.
+    """Accuracy vs upload bytes, one series per policy; the Pareto front over all points dashed.
 
     Each marker is the mean over seeds of one sweep point (``group``: the swept key that is not the
-    hue or the seed, e.g. the uplink budget); error bars are 95% t-intervals over seeds.
+    hue or the seed, e.g. the uplink budget, written beside it); error bars are 95% t-intervals.
     """
     group = group or _other_swept(runs, hue)
     x_label, x_scale = quantity(x)
@@ -171,28 +171,37 @@ def pareto(
             rows = runs[runs[hue] == name]
             keys = [group] if group else []
             grouped = rows.groupby(keys, sort=True) if keys else [(None, rows)]
-            xs, ys, x_err, y_err = [], [], [], []
-            for _, g in grouped:
+            xs, ys, x_err, y_err, tags = [], [], [], [], []
+            for tag, g in grouped:
+                tags.append(tag[0] if isinstance(tag, tuple) else tag)
                 mx, hx = t_interval(g[x].to_numpy() * x_scale)
                 my, hy = t_interval(g[y].to_numpy() * y_scale)
                 xs.append(mx)
                 ys.append(my)
                 x_err.append(hx)
                 y_err.append(hy)
-            order = np.argsort(xs)
-            xs, ys = np.asarray(xs)[order], np.asarray(ys)[order]
             colour, marker = series_style(str(name), i)
             ax.errorbar(
                 xs,
                 ys,
-                xerr=np.asarray(x_err)[order],
-                yerr=np.asarray(y_err)[order],
+                xerr=x_err,
+                yerr=y_err,
                 color=colour,
                 marker=marker,
-                linestyle="-" if len(xs) > 1 else "none",
+                linestyle="none",
                 capsize=1.5,
+                elinewidth=0.7,
                 label=str(name),
             )
+            if group and rows[group].nunique() > 1:
+                labelled: dict[tuple[float, float], list[str]] = {}
+                for tx, ty, tag in zip(xs, ys, tags, strict=True):  # coinciding points share one
+                    labelled.setdefault((tx, ty), []).append(_format_tick(tag))
+                for (tx, ty), texts in _merge_close(labelled, ax_span=(max(xs) or 1.0)):
+                    ax.annotate(
+                        "/".join(texts), (tx, ty), xytext=(3, 2), textcoords="offset points",
+                        fontsize=5.5, color=colour,
+                    )  # fmt: skip
             points.extend(zip(xs, ys, strict=True))
         front = pareto_front(points)
         if len(front) > 1:
@@ -203,9 +212,27 @@ def pareto(
             ax.set_xscale("symlog", linthresh=min(positive))
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
-        ax.legend(title=_hue_title(hue), loc="best")
+        title = _hue_title(hue)
+        if group and runs[group].nunique() > 1:
+            title += f"\nlabels: {quantity(group)[0]}"
+        ax.legend(title=title, loc="best")
         fig.tight_layout()
     return fig
+
+
+def _merge_close(
+    labelled: dict[tuple[float, float], list[str]], ax_span: float
+) -> list[tuple[tuple[float, float], list[str]]]:
+    """Merge labels of points within 2% of the x span and 0.5 accuracy points of each other."""
+    merged: list[tuple[tuple[float, float], list[str]]] = []
+    for (x, y), texts in sorted(labelled.items()):
+        for (mx, my), existing in merged:
+            if abs(mx - x) <= 0.02 * ax_span and abs(my - y) <= 0.5:
+                existing.extend(texts)
+                break
+        else:
+            merged.append(((x, y), list(texts)))
+    return merged
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -239,15 +266,23 @@ def sweep_curve(
             colour, marker = series_style(str(name), i)
             ax.plot(xs, means, color=colour, marker=marker, label=str(name))
             ax.fill_between(xs, means - halves, means + halves, color=colour, alpha=0.2, lw=0)
-        xs_all = runs[x].astype(float)
+        xs_all = runs[x].astype(float) * x_scale
         if xs_all.min() > 0 and xs_all.max() / xs_all.min() >= 10:
             ax.set_xscale("log")
+            ax.minorticks_off()
+        ticks = sorted(xs_all.unique())
+        if len(ticks) <= 8:
+            ax.set_xticks(ticks, [_format_tick(t) for t in ticks])
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
         if hues != [None]:
             ax.legend(title=_hue_title(hue), loc="best")
         fig.tight_layout()
     return fig
+
+
+def _format_tick(value: object) -> str:
+    return f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
 
 
 def _other_swept(runs: pd.DataFrame, hue: str) -> str | None:
@@ -270,20 +305,31 @@ def _time_bins(times: pd.Series, bins: int) -> np.ndarray:
     return np.linspace(0.0, max(end, 1e-9), bins + 1)
 
 
-def domain_boundaries(samples: pd.DataFrame) -> list[tuple[float, str]]:
-    """(simulated time, domain) where a run's first device enters each new domain segment."""
-    first = samples[samples["run"] == samples["run"].iloc[0]] if "run" in samples else samples
-    first = first[first["device"] == first["device"].min()].sort_values("sim_time_s")
-    changes = first["domain"].astype(str).ne(first["domain"].astype(str).shift())
-    times = first.loc[changes, "sim_time_s"].astype(float)
-    return list(zip(times, first.loc[changes, "domain"].astype(str), strict=True))
+def domain_boundaries(samples: pd.DataFrame) -> list[tuple[float, float, str]]:
+    """(first, last, domain): when the devices (of all runs given) enter each domain segment.
+
+    Devices meet the same schedule but at their own arrival times, so a boundary is a time span.
+    """
+    keys = ["run", "device"] if "run" in samples else ["device"]
+    entries: dict[int, list[tuple[float, str]]] = {}
+    for _, rows in samples.sort_values("sim_time_s").groupby(keys):
+        domains = rows["domain"].astype(str)
+        changes = domains.ne(domains.shift())
+        times = rows.loc[changes, "sim_time_s"].astype(float)
+        for k, (t, d) in enumerate(zip(times, domains[changes], strict=True)):
+            entries.setdefault(k, []).append((t, d))
+    return [
+        (min(t for t, _ in seg), max(t for t, _ in seg), seg[0][1])
+        for _, seg in sorted(entries.items())
+    ]
 
 
 def timeline(
     events: pd.DataFrame, hue: str = "policy", bins: int = 40, smooth_bins: int = 3
 ) -> Figure:
-    """Edge accuracy over simulated time (binned, rolling mean), one line per ``hue`` value,
-    with the domain (corruption) boundaries as dotted lines."""
+    """Edge accuracy over simulated time (binned, rolling mean), one line per ``hue`` value, with
+    the domain (corruption) boundaries as dotted lines (shaded while devices cross at their own
+    times)."""
     samples = events[events["kind"] == "sample"]
     edges = _time_bins(samples["sim_time_s"], bins)
     centres = (edges[:-1] + edges[1:]) / 2
@@ -297,8 +343,10 @@ def timeline(
             acc = acc.rolling(smooth_bins, center=True, min_periods=1).mean()
             colour, _ = series_style(str(name), i)
             ax.plot(centres[acc.index], 100 * acc.to_numpy(), color=colour, label=str(name))
-        for t, domain in domain_boundaries(samples):
+        for t, last, domain in domain_boundaries(samples):
             ax.axvline(t, color="0.4", linestyle=":", linewidth=0.8)
+            if last > t:
+                ax.axvspan(t, last, color="0.85", linewidth=0, zorder=0)
             ax.text(
                 t, 1.0, f" {domain}", transform=ax.get_xaxis_transform(), rotation=90,
                 va="top", ha="left", fontsize=6, color="0.3",
