@@ -35,11 +35,28 @@ CIFAR_PREFIX = REPO.parent / "shared" / "data" / "cifar10" / "test_exact_prefix.
 THREADS = "2"
 
 
-def load_images(n224: int, n32: int) -> tuple[np.ndarray, np.ndarray]:
-    """CIFAR-10 test prefix: ``n224`` images upsampled (bicubic) to 224, ``n32`` at 32x32."""
-    x = np.load(CIFAR_PREFIX)["x"]
+def load_images(n224: int, n32: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CIFAR-10 test prefix: ``n224`` images upsampled (bicubic) to 224, ``n32`` at 32x32, labels."""
+    data = np.load(CIFAR_PREFIX)
+    x = data["x"]
     up = [np.asarray(Image.fromarray(im).resize((224, 224), Image.BICUBIC)) for im in x[:n224]]
-    return np.stack(up), np.ascontiguousarray(x[:n32])
+    return np.stack(up), np.ascontiguousarray(x[:n32]), data["y"][:n224]
+
+
+class FixedModel:
+    """CIFAR-10 ResNet-20 (zoo ``resnet20``) on 224 images resized back to 32 (antialiased)."""
+
+    def __init__(self) -> None:
+        from simulator.models.zoo import create_model
+
+        self.model = create_model("resnet20").eval()
+
+    def accuracy(self, images224: np.ndarray, labels: np.ndarray) -> float:
+        x = torch.from_numpy(np.ascontiguousarray(images224)).permute(0, 3, 1, 2).float() / 255
+        x = torch.nn.functional.interpolate(x, size=(32, 32), mode="bilinear", antialias=True)
+        with torch.inference_mode():
+            predictions = self.model(x).argmax(1).numpy()
+        return float((predictions == labels).mean())
 
 
 def run_reference(python: str, images224: np.ndarray, images32: np.ndarray, workdir: Path) -> dict:
@@ -99,7 +116,7 @@ def main() -> None:
     parser.add_argument("--images32", type=int, default=64, help="images at 32x32")
     args = parser.parse_args()
     torch.set_num_threads(int(THREADS))
-    images224, images32 = load_images(args.images, args.images32)
+    images224, images32, labels = load_images(args.images, args.images32)
     wall = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="fleetsim-bench-") as tmp:
         ref = run_reference(args.reference_python, images224, images32, Path(tmp))
@@ -110,7 +127,9 @@ def main() -> None:
         ours(images224[:1], name, 1)
         ours(images32[:1], name, 1)
 
-    fidelity_rows, speed = [], {}
+    model = FixedModel()
+    clean_accuracy = model.accuracy(images224, labels)
+    fidelity_rows, speed, accuracy = [], {}, {}
     for name in names:
         t224 = r224 = t32 = r32 = 0.0
         for severity in range(1, 6):
@@ -122,6 +141,10 @@ def main() -> None:
             t32 += seconds32
             r32 += float(ref.get(f"t32-{name}-{severity}", np.nan))
             s_ours, s_ref = stats(images224, mine), stats(images224, theirs)
+            accuracy[name, severity] = (
+                model.accuracy(mine, labels),
+                model.accuracy(theirs, labels),
+            )
             fidelity_rows.append(
                 (
                     name,
@@ -161,6 +184,19 @@ def main() -> None:
         print(
             f"| {name} | {o224:.1f} | {r224:.1f} | {o224 / r224:.1f}x | {o32:.0f} | {r32:.0f} | {o32 / r32:.1f}x |"
         )
+    print(
+        f"\nAccuracy drop (points) of resnet20, clean accuracy {100 * clean_accuracy:.1f} % "
+        f"on {len(labels)} images: ours / ref\n"
+    )
+    print("| corruption | s1 | s2 | s3 | s4 | s5 | mean |")
+    print("|---|---|---|---|---|---|---|")
+    for name in names:
+        drops = [
+            [100 * (clean_accuracy - accuracy[name, s][k]) for s in range(1, 6)] for k in (0, 1)
+        ]
+        cells = [f"{a:.1f} / {b:.1f}" for a, b in zip(*drops, strict=True)]
+        mean = f"{np.mean(drops[0]):.1f} / {np.mean(drops[1]):.1f}"
+        print(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
     # aggregate: time to run every corruption x severity once on the same images
     total = {
         k: sum(1 / s[i] for s in speed.values() if not math.isnan(s[i]))
