@@ -343,12 +343,20 @@ def _local_results(tasks: list[Task], jobs: int) -> Iterator[tuple[str, dict[str
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_initialise_worker,
     )
+    interrupted = False
     try:
         futures = {pool.submit(execute_run, r, o, i): n for n, r, o, i in tasks}
         for future in as_completed(futures):
             yield futures[future], _outcome(future)
+    except BaseException:  # Ctrl-C or the consumer stopped: stop the workers now
+        interrupted = True
+        raise
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        if interrupted:
+            # a worker killed mid-write leaves only a hidden staging folder, removed by the sweep
+            for process in list((pool._processes or {}).values()):
+                process.terminate()
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
 
 
 def _outcome(future: Any) -> dict[str, Any]:
@@ -371,7 +379,13 @@ def _dask_results(
         raise RuntimeError(
             'the dask executor needs dask.distributed: pip install "fleetsim[dask]"'
         ) from None
+    import logging
+
     with contextlib.ExitStack() as stack:
+        # shutting a LocalCluster down on a busy machine logs harmless heartbeat/kill warnings
+        quiet = logging.getLogger("distributed")
+        stack.callback(quiet.setLevel, quiet.level)
+        quiet.setLevel(logging.ERROR)
         if scheduler:
             client = stack.enter_context(Client(scheduler))
         else:
@@ -393,7 +407,9 @@ def _dask_results(
             for future in as_completed(futures):
                 yield futures[future], _outcome(future)
         finally:
-            client.cancel(list(futures))
+            pending = [f for f in futures if not f.done()]
+            if pending:
+                client.cancel(pending)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -504,6 +520,10 @@ def run_sweep(
                 if on_result:
                     on_result(name, outcome)
         except KeyboardInterrupt:
+            close = getattr(results, "close", None)
+            if close:
+                close()
+            _remove_leftovers(out)
             for e in entries.values():
                 if e["status"] == "pending":
                     e["status"] = "interrupted"
