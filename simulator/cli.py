@@ -273,7 +273,10 @@ def sweep(
     ] = Executor.local,
     scheduler: Annotated[
         str | None,
-        typer.Option(help="dask scheduler address (tcp://host:8786); a LocalCluster if omitted."),
+        typer.Option(
+            help="dask scheduler address (tcp://host:8786); a LocalCluster if omitted. The "
+            "workers write run folders themselves, so --out must be on a filesystem they share."
+        ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar over runs.")] = True,
 ) -> None:

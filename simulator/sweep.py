@@ -8,6 +8,9 @@ with ``run.json`` holding the hash of its resolved config; a re-run skips folder
 and retries the rest. ``sweep.json`` (the manifest) records what was asked and each run's status
 (finished, failed with its traceback, skipped).
 
+On a real dask cluster the workers write the run folders themselves, so the sweep folder must be
+on a filesystem they all share; the client only writes the manifest.
+
 The sweep may also live in the scenario YAML::
 
     sweep:
