@@ -11,6 +11,7 @@ import contextlib
 import math
 from collections.abc import Iterator
 from pathlib import Path
+from statistics import NormalDist
 
 import matplotlib
 
@@ -123,15 +124,22 @@ def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, flo
     mean = float(values.mean())
     if n < 2:
         return mean, 0.0
-    try:
-        from scipy import stats
-
-        quantile = float(stats.t.ppf(0.5 + confidence / 2, n - 1))
-    except ImportError:  # scipy is optional; the normal quantile understates small-n intervals
-        from statistics import NormalDist
-
-        quantile = NormalDist().inv_cdf(0.5 + confidence / 2)
+    quantile = student_t_quantile(0.5 + confidence / 2, n - 1)
     return mean, quantile * float(values.std(ddof=1)) / math.sqrt(n)
+
+
+def student_t_quantile(p: float, dof: int) -> float:
+    """Quantile of Student's t: solves 1 - I_x(dof/2, 1/2) / 2 = p, x = dof / (dof + t^2).
+
+    Uses mpmath (installed with torch via sympy) so confidence bands need no SciPy.
+    """
+    import mpmath
+
+    def cdf_minus_p(t: float) -> float:
+        x = dof / (dof + t * t)
+        return 1 - 0.5 * mpmath.betainc(dof / 2, 0.5, 0, x, regularized=True) - p
+
+    return float(mpmath.findroot(cdf_minus_p, NormalDist().inv_cdf(p)))
 
 
 def save(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
