@@ -247,3 +247,30 @@ def test_dask_local_cluster_gives_the_same_summaries_as_the_local_executor(tmp_p
         name = run.spec.name
         assert numbers(tmp_path / "dask", name) == numbers(tmp_path / "local", name)
     assert numbers(tmp_path / "local", "seed=0") != numbers(tmp_path / "local", "seed=1")
+
+
+def test_sweep_command_runs_grid_times_zip_and_a_second_call_skips_everything(
+    tmp_path, fake_engine
+):
+    path = _write(tmp_path, tiny_scenario_dict())
+    out = tmp_path / "out"
+    args = [
+        "sweep", str(path), "--grid", "policy.name=none,all", "--zip", "network.latency_ms=5,50",
+        "--zip", "network.downlink_mbps=10,20", "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    assert {p.name for p in out.iterdir() if p.is_dir()} == {
+        "policy.name=all__network.latency_ms=5__network.downlink_mbps=10",
+        "policy.name=all__network.latency_ms=50__network.downlink_mbps=20",
+        "policy.name=none__network.latency_ms=5__network.downlink_mbps=10",
+        "policy.name=none__network.latency_ms=50__network.downlink_mbps=20",
+    }
+    config = yaml.safe_load(
+        (
+            out / "policy.name=all__network.latency_ms=50__network.downlink_mbps=20" / "config.yaml"
+        ).read_text()
+    )
+    assert config["network"]["latency_ms"] == 50 and config["policy"]["name"] == "all"
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "4 skipped" in again.output
