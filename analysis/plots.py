@@ -258,7 +258,8 @@ def sweep_curve(
     """``metric`` vs a swept key: mean over seeds with a 95% Student-t confidence band."""
     x = x or _other_swept(runs, hue)
     if x is None or x not in runs:
-        raise ValueError(f"no swept key to put on the x axis; give one of {list(runs.columns)}")
+        swept = runs.attrs.get("swept", [])
+        raise ValueError(f"no swept key to put on the x axis; choose one with --x (swept: {swept})")
     x_label, x_scale = quantity(x)
     y_label, y_scale = quantity(metric)
     hues = _ordered(runs[hue]) if hue in runs else [None]
