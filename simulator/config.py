@@ -435,7 +435,8 @@ def scenario_from_dict(
     """Validate a scenario given as a dict (plus overrides). Raises :class:`ScenarioError`."""
     if not isinstance(data, dict):
         raise ScenarioError([Problem("", data, "a scenario must be a YAML mapping")], source)
-    data = apply_overrides(data, overrides or [])
+    # A ``sweep:`` section describes many runs (fleetsim sweep); a single run ignores it.
+    data = apply_overrides({k: v for k, v in data.items() if k != "sweep"}, overrides or [])
     plugins, problems = _validate_plugins(data)
     try:
         scenario = Scenario.model_validate(data)

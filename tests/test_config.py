@@ -114,3 +114,8 @@ def test_every_problem_is_reported_at_once_including_plugin_parameters():
         )
     paths = {p.path for p in info.value.problems}
     assert paths == {"stream.severity", "policy.cema.e_mn", "cloud.cema.lr_edge"}
+
+
+def test_a_sweep_section_is_ignored_by_a_single_run():
+    data = {**tiny_scenario_dict(), "sweep": {"grid": {"policy.name": ["none", "cema"]}}}
+    assert scenario_from_dict(data).policy.name == "cema"
