@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -96,10 +98,34 @@ def test_two_writers_of_one_entry_both_succeed_by_atomic_rename(tmp_path, datase
     path = first.path(dataset, "impulse_noise", 1, 2)
     second._build(path, dataset, "impulse_noise", 1, 2, None)  # the other process's build
     np.testing.assert_array_equal(a, second.get(dataset, "impulse_noise", 1, seed=2))
-    assert sorted(p.name for p in path.parent.iterdir()) == [
+    assert sorted(p.name for p in path.parent.iterdir() if p.suffix != ".lock") == [
         "impulse_noise-s1-seed2.json",
         "impulse_noise-s1-seed2.npy",
     ]
+
+
+def test_concurrent_builders_of_one_entry_build_it_once(tmp_path, dataset, monkeypatch):
+    builds = []
+    real_build = CorruptionCache._build
+
+    def counting_build(self, *args, **kwargs):
+        builds.append(1)
+        time.sleep(0.2)  # hold the lock while the other builder arrives
+        return real_build(self, *args, **kwargs)
+
+    monkeypatch.setattr(CorruptionCache, "_build", counting_build)
+    results = [None, None]
+
+    def build(slot: int) -> None:
+        results[slot] = np.array(CorruptionCache(tmp_path).get(dataset, "spatter", 3, seed=1))
+
+    threads = [threading.Thread(target=build, args=(slot,)) for slot in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(builds) == 1
+    np.testing.assert_array_equal(results[0], results[1])
 
 
 def test_bad_keys_are_refused(tmp_path, dataset):

@@ -12,17 +12,19 @@ one entry).
 
 Safety: an entry is written to temporary files and renamed into place (data first, sidecar last), so
 readers never see a half-written entry, and two processes building the same entry both succeed (the
-last rename wins; both wrote identical bytes). A hit is verified (shape, dtype, checksum) before it is
+last rename wins; both wrote identical bytes); an advisory file lock makes the second builder wait
+for the first and then reuse its entry instead of computing it again. A hit is verified (shape, dtype, checksum) before it is
 returned; a corrupt or truncated entry is rebuilt, never trusted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -64,10 +66,32 @@ def dataset_fingerprint(dataset: ImageDataset) -> str:
     return digest.hexdigest()
 
 
+@contextlib.contextmanager
+def _build_lock(path: Path) -> Iterator[None]:
+    """Advisory exclusive lock (``flock``) on ``<entry>.lock`` while an entry is built.
+
+    Only saves duplicate work: correctness never depends on it (writes are atomic renames), so
+    where ``fcntl`` is missing (Windows) building proceeds unlocked.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX
+        yield
+        return
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class CorruptionCache:
     """Corrupted sets on disk: ``get(dataset, corruption, severity, seed)`` -> NHWC uint8 memmap.
 
-    ``chunk_images`` bounds the memory used while building; ``progress`` shows a rich progress bar
+    ``chunk_images`` (images of 32x32 per chunk, fewer for larger images: same pixel count) bounds
+    the memory used while building; ``progress`` shows a rich progress bar
     on stderr while an entry is built (when no ``on_progress`` callback is passed to ``get``).
     """
 
@@ -119,8 +143,13 @@ class CorruptionCache:
             if on_progress is not None:
                 on_progress(len(dataset))
             return hit
-        self._build(path, dataset, corruption, severity, seed, on_progress)
-        hit = self._load_verified(path, expected_shape)
+        with _build_lock(path):  # concurrent builders of one entry wait, then hit
+            hit = self._load_verified(path, expected_shape)
+            if hit is None:
+                self._build(path, dataset, corruption, severity, seed, on_progress)
+                hit = self._load_verified(path, expected_shape)
+            elif on_progress is not None:
+                on_progress(len(dataset))
         if hit is None:  # pragma: no cover - only if another writer corrupts it meanwhile
             raise RuntimeError(f"corruption cache entry {path} failed verification after build")
         return hit
@@ -223,8 +252,10 @@ class CorruptionCache:
                     lambda k: bar.advance(task, k),
                 )
             return
-        for start in range(0, n, self.chunk_images):
-            stop = min(start + self.chunk_images, n)
+        height, width = out.shape[1:3]
+        chunk = max(1, min(self.chunk_images, self.chunk_images * 32 * 32 // (height * width)))
+        for start in range(0, n, chunk):
+            stop = min(start + chunk, n)
             clean = torch.from_numpy(np.ascontiguousarray(dataset.images[start:stop]))
             corrupted = corrupt(
                 clean.permute(0, 3, 1, 2).contiguous(),

@@ -204,7 +204,11 @@ def _filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
     kh, kw = kernel.shape
     shape = x.shape
     planes = _pad(x.reshape(-1, 1, *shape[-2:]), kh // 2, kw // 2, mode)
-    out = F.conv2d(planes, kernel.to(x.dtype)[None, None])
+    weight = kernel.to(x.dtype)[None, None]
+    # CPU float64 conv2d unfolds its input (H*W*kh*kw values per plane): bound that to ~256 MiB
+    per_plane = shape[-2] * shape[-1] * kh * kw * x.element_size()
+    step = max(1, (256 << 20) // per_plane)
+    out = torch.cat([F.conv2d(planes[i : i + step], weight) for i in range(0, len(planes), step)])
     return out.reshape(shape)
 
 
