@@ -184,6 +184,17 @@ def main() -> None:
         print(
             f"| {name} | {o224:.1f} | {r224:.1f} | {o224 / r224:.1f}x | {o32:.0f} | {r32:.0f} | {o32 / r32:.1f}x |"
         )
+    # aggregate: time to run every corruption x severity once on the same images
+    total = {
+        k: sum(1 / s[i] for s in speed.values() if not math.isnan(s[i]))
+        for k, i in (("o224", 0), ("r224", 1), ("o32", 2), ("r32", 3))
+    }
+    print(
+        f"| **all 19 (aggregate)** | {len(names) / total['o224']:.1f} | {len(names) / total['r224']:.1f} | "
+        f"{total['r224'] / total['o224']:.1f}x | {len(names) / total['o32']:.0f} | "
+        f"{len(names) / total['r32']:.0f} | {total['r32'] / total['o32']:.1f}x |"
+    )
+
     print(
         f"\nAccuracy drop (points) of resnet20, clean accuracy {100 * clean_accuracy:.1f} % "
         f"on {len(labels)} images: ours / ref\n"
@@ -197,16 +208,6 @@ def main() -> None:
         cells = [f"{a:.1f} / {b:.1f}" for a, b in zip(*drops, strict=True)]
         mean = f"{np.mean(drops[0]):.1f} / {np.mean(drops[1]):.1f}"
         print(f"| {name} | " + " | ".join(cells) + f" | {mean} |")
-    # aggregate: time to run every corruption x severity once on the same images
-    total = {
-        k: sum(1 / s[i] for s in speed.values() if not math.isnan(s[i]))
-        for k, i in (("o224", 0), ("r224", 1), ("o32", 2), ("r32", 3))
-    }
-    print(
-        f"| **all 19 (aggregate)** | {len(names) / total['o224']:.1f} | {len(names) / total['r224']:.1f} | "
-        f"{total['r224'] / total['o224']:.1f}x | {len(names) / total['o32']:.0f} | "
-        f"{len(names) / total['r32']:.0f} | {total['r32'] / total['o32']:.1f}x |"
-    )
 
 
 if __name__ == "__main__":
