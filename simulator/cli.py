@@ -79,11 +79,23 @@ def run(
         typer.Option("--out", "-o", help="Run folder (default: runs/<scenario name>)."),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar of simulated time.")] = True,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Torch CPU threads (0: torch's default, all cores). Use 1 when several runs share "
+            "the machine: multi-threaded torch slows down sharply on busy cores.",
+        ),
+    ] = 0,
 ) -> None:
     """Run one scenario; write config.yaml, events.parquet and summary.json into the run folder."""
+    import torch
+
     from simulator.engine import run_scenario, write_run
 
     resolved = _load(scenario, overrides)
+    if threads:
+        torch.set_num_threads(threads)
     out_dir = out or Path("runs") / resolved.name
     with Progress(
         TextColumn("[bold]{task.description}"),

@@ -104,6 +104,11 @@ class DatasetConfig(Section):
         "auto", description="cifar10 only: standard pickles, the bit-exact prefix, or JPEG-derived"
     )
     size: int | None = Field(None, gt=0, description="keep (or generate) only this many images")
+    cache: bool = Field(
+        False,
+        description="read corrupted images from the disk cache (built on first use, shared by "
+        "runs; $FLEETSIM_CACHE or ~/.cache/fleetsim/corrupted) instead of corrupting per batch",
+    )
 
     @field_validator("name")
     @classmethod

@@ -133,7 +133,7 @@ def run_scenario(scenario: Scenario, progress: ProgressCallback | None = None) -
     env = simpy.Environment()
     recorder = EventRecorder()
     net = scenario.network
-    loader = BatchLoader(dataset, seed)
+    loader = BatchLoader(dataset, seed, CorruptionCache() if ds_cfg.cache else None)
     policy_cls = UPLOAD_POLICIES.get(scenario.policy.name)
     edge = scenario.edge
 

@@ -115,3 +115,10 @@ def test_bn_stats_baseline_normalises_with_batch_statistics_on_the_edge():
     assert bn.summary["updates"] == 0 and bn.summary["download_bytes"] == 0
     # Test-batch statistics recover much of what contrast and noise take from the source model.
     assert bn.summary["accuracy"] > source.summary["accuracy"] + 0.05
+
+
+def test_cached_corruptions_give_the_same_run(tmp_path, monkeypatch, cema_run):
+    monkeypatch.setenv("FLEETSIM_CACHE", str(tmp_path / "cache"))
+    cached = run_scenario(scenario_from_dict(tiny_scenario_dict(), ["dataset.cache=true"]))
+    assert _numbers(cached.summary) == _numbers(cema_run.summary)
+    assert any((tmp_path / "cache").rglob("*.npy"))
