@@ -229,7 +229,6 @@ def test_ctrl_c_leaves_no_half_written_run_folder(tmp_path, monkeypatch):
 
 
 def test_dask_local_cluster_gives_the_same_summaries_as_the_local_executor(tmp_path):
-    pytest.importorskip("dask.distributed")
     data = tiny_scenario_dict(
         stream__samples_per_device=64, stream__segment_samples=32, dataset__size=128
     )
