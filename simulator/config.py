@@ -457,8 +457,8 @@ def scenario_from_dict(
     return scenario
 
 
-def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
-    """Read and validate a scenario YAML. Raises :class:`ScenarioError` for any bad input."""
+def read_scenario_yaml(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a scenario file (``name`` defaults to the file's stem); not yet validated."""
     path = Path(path)
     if not path.is_file():
         raise ScenarioError([Problem("<file>", str(path), "scenario file does not exist")])
@@ -466,8 +466,15 @@ def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scena
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ScenarioError([Problem("<file>", str(path), f"not valid YAML: {exc}")]) from None
-    data.setdefault("name", path.stem) if isinstance(data, dict) else None
-    return scenario_from_dict(data, overrides, source=str(path))
+    if not isinstance(data, dict):
+        raise ScenarioError([Problem("", data, "a scenario must be a YAML mapping")], str(path))
+    data.setdefault("name", path.stem)
+    return data
+
+
+def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:
+    """Read and validate a scenario YAML. Raises :class:`ScenarioError` for any bad input."""
+    return scenario_from_dict(read_scenario_yaml(path), overrides, source=str(path))
 
 
 def dump_scenario(scenario: Scenario) -> str:

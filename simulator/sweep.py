@@ -39,7 +39,7 @@ from typing import Any
 
 import yaml
 
-from simulator.config import Problem, ScenarioError, scenario_from_dict
+from simulator.config import Problem, ScenarioError, read_scenario_yaml, scenario_from_dict
 
 MANIFEST = "sweep.json"
 RUN_INFO = "run.json"
@@ -239,15 +239,7 @@ def plan_sweep(
     Raises :class:`ScenarioError` naming the run and the dotted path of the first invalid config.
     """
     path = Path(scenario_path)
-    if not path.is_file():
-        raise ScenarioError([Problem("<file>", str(path), "scenario file does not exist")])
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ScenarioError([Problem("<file>", str(path), f"not valid YAML: {exc}")]) from None
-    if not isinstance(data, dict):
-        raise ScenarioError([Problem("", data, "a scenario must be a YAML mapping")], str(path))
-    data.setdefault("name", path.stem)
+    data = read_scenario_yaml(path)
     spec = spec_from_yaml(data.pop("sweep", None)).merged(cli_spec or SweepSpec())
     overrides = list(overrides or [])
     base = scenario_from_dict(data, overrides, source=str(path))
