@@ -20,6 +20,7 @@ generalised to H x W; other sizes use the nearest table (with a warning).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import math
@@ -199,11 +200,22 @@ def _gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
     return weights / weights.sum()
 
 
+_FFT_MIN_TAPS = 49  # _filter2d convolves kernels with more taps than this by FFT
+
+
 def _filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
     """Correlate every channel of (..., H, W) with one odd-sized 2-D kernel (cv2.filter2D)."""
     kh, kw = kernel.shape
     shape = x.shape
     planes = _pad(x.reshape(-1, 1, *shape[-2:]), kh // 2, kw // 2, mode)
+    if kh * kw > _FFT_MIN_TAPS:
+        # large kernels (defocus disks): FFT correlation, the same sums up to float round-off;
+        # the padded planes are big enough that the circular convolution never wraps
+        size = planes.shape[-2:]
+        flipped = kernel.to(x.dtype).flip(0, 1)
+        spectrum = torch.fft.rfft2(planes[:, 0]) * torch.fft.rfft2(flipped, s=size)
+        out = torch.fft.irfft2(spectrum, s=size)[..., kh - 1 :, kw - 1 :]
+        return out.reshape(shape)
     weight = kernel.to(x.dtype)[None, None]
     # CPU float64 conv2d unfolds its input (H*W*kh*kw values per plane): bound that to ~256 MiB
     per_plane = shape[-2] * shape[-1] * kh * kw * x.element_size()
@@ -409,8 +421,9 @@ def speckle_noise(x: torch.Tensor, c: float, generators: Generators) -> torch.Te
 # ---------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=64)
 def _disk_kernel(radius: float, alias_blur: float) -> torch.Tensor:
-    """The originals' anti-aliased disk: a binary disk smoothed by cv2.GaussianBlur."""
+    """The originals' anti-aliased disk: a binary disk smoothed by cv2.GaussianBlur (cached)."""
     half = 8 if radius <= 8 else int(radius)
     ksize = 3 if radius <= 8 else 5
     t = torch.arange(-half, half + 1, dtype=torch.float64)
