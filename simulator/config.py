@@ -87,6 +87,13 @@ def _per_device(value: Any, *, unit: str, allow_zero: bool) -> Any:
     return out if isinstance(value, list) else out[0]
 
 
+def _registered(registry: Any, name: str) -> str:
+    """``name`` if ``registry`` has it, else a ValueError listing what it has."""
+    if name not in registry:
+        raise ValueError(f"unknown {registry.kind}; allowed: {', '.join(registry.names())}")
+    return name
+
+
 def per_device_value(value: float | list[float], device: int) -> float:
     """The value of a per-device field for device ``device``."""
     return value[device % len(value)] if isinstance(value, list) else value
@@ -115,9 +122,7 @@ class DatasetConfig(Section):
     def _known_dataset(cls, v: str) -> str:
         from simulator.data.datasets import DATASETS
 
-        if v not in DATASETS:
-            raise ValueError(f"unknown dataset; allowed: {', '.join(DATASETS.names())}")
-        return v
+        return _registered(DATASETS, v)
 
     @field_validator("root")
     @classmethod
@@ -259,9 +264,7 @@ class CloudConfig(Section):
     def _known_adapter(cls, v: str) -> str:
         from simulator.adaptation import ADAPTERS
 
-        if v not in ADAPTERS:
-            raise ValueError(f"unknown adapter; allowed: {', '.join(ADAPTERS.names())}")
-        return v
+        return _registered(ADAPTERS, v)
 
     def params(self, name: str | None = None) -> BaseModel:
         """Validated parameters of adapter ``name`` (default: the selected one)."""
@@ -281,9 +284,7 @@ class PolicyConfig(Section):
     def _known_policy(cls, v: str) -> str:
         from policies.upload import UPLOAD_POLICIES
 
-        if v not in UPLOAD_POLICIES:
-            raise ValueError(f"unknown policy; allowed: {', '.join(UPLOAD_POLICIES.names())}")
-        return v
+        return _registered(UPLOAD_POLICIES, v)
 
     def params(self, name: str | None = None) -> BaseModel:
         """Validated parameters of policy ``name`` (default: the selected one)."""
