@@ -18,6 +18,8 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
+from simulator.models.norm import get_norm_state
+
 EdgeNorm = Literal["eval", "batch"]
 
 __all__ = [
@@ -70,6 +72,7 @@ class CloudAdapter(ABC):
         self.config = config if config is not None else self.Config()
         self.num_classes = num_classes
         self.seed = seed
+        self._source_state = get_norm_state(edge_model)  # what devices hold before any update
 
     @abstractmethod
     def observe(self, scope: Hashable, images: torch.Tensor) -> AdaptStats:

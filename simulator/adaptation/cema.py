@@ -169,7 +169,6 @@ class CemaAdapter(CloudAdapter):
         super().__init__(edge_model, teacher, config, num_classes, seed)
         cfg: CemaAdapter.Config = self.config  # type: ignore[assignment]
         self.e0 = cfg.e0_factor * math.log(num_classes)
-        self._source_state = get_norm_state(edge_model)
         self._edge_params = configure_norm_adaptation(edge_model)
         self._edge_optimizer = torch.optim.SGD(
             self._edge_params, lr=cfg.lr_edge, momentum=cfg.momentum

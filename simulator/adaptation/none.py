@@ -6,11 +6,9 @@ from collections.abc import Hashable
 
 import torch
 from pydantic import BaseModel, ConfigDict
-from torch import nn
 
 from simulator.adaptation import ADAPTERS
 from simulator.adaptation.base import AdaptStats, CloudAdapter
-from simulator.models.norm import get_norm_state
 
 
 @ADAPTERS.register("none")
@@ -22,17 +20,6 @@ class SourceAdapter(CloudAdapter):
 
     needs_teacher = False
     edge_norm = "eval"
-
-    def __init__(
-        self,
-        edge_model: nn.Module,
-        teacher: nn.Module | None,
-        config: BaseModel | None,
-        num_classes: int,
-        seed: int,
-    ):
-        super().__init__(edge_model, teacher, config, num_classes, seed)
-        self._source_state = get_norm_state(edge_model)
 
     def observe(self, scope: Hashable, images: torch.Tensor) -> AdaptStats:
         """Do nothing: no cloud work, no update."""
