@@ -90,10 +90,7 @@ def run(
 ) -> None:
     """Run one scenario; write config.yaml, events.parquet and summary.json into the run folder.
 
-    Every scenario key can be overridden with --set; `fleetsim validate SCENARIO --show` lists them
-    all with the values in force. Plugin parameters sit under the plugin's name, e.g.
-    --set policy.random.p=0.2 or --set cloud.cema.lr_edge=1e-3. Same scenario and seed, same
-    numbers. Invalid input exits with code 2 and writes nothing.
+    Every scenario key can be overridden with --set; `fleetsim validate SCENARIO --show` lists them all with the values in force. Plugin parameters sit under the plugin's name, e.g. --set policy.random.p=0.2 or --set cloud.cema.lr_edge=1e-3. Same scenario and seed, same numbers. Invalid input exits with code 2 and writes nothing.
     """
     import torch
 
