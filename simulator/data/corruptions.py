@@ -312,26 +312,51 @@ def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     return options.gather(0, index)[0]
 
 
+def _motion_kernels(radius: float, sigma: float, angles_deg: torch.Tensor) -> torch.Tensor:
+    """Per-image correlation kernels (B, K, K), K = 2 (width - 1) + 1, of ``_motion_blur``.
+
+    Tap i of weight w_i sits at (round(i sin a), round(i cos a)) from the centre; taps that land
+    on the same offset add up. Kernels of several angles can be summed (the blur is linear).
+    """
+    width = 2 * int(math.ceil(radius)) + 1
+    i = torch.arange(width, dtype=torch.float64)
+    weights = torch.exp(-(i**2) / (2.0 * sigma**2))
+    weights = weights / weights.sum()
+    angles = torch.deg2rad(angles_deg.to(torch.float64))[:, None]
+    # ImageMagick rounds with ceil(v - 0.5)
+    off_x = torch.ceil(i[None] * torch.cos(angles) - 0.5).long()  # (B, width)
+    off_y = torch.ceil(i[None] * torch.sin(angles) - 0.5).long()
+    pad, size = width - 1, 2 * width - 1
+    kernels = torch.zeros(len(angles), size * size, dtype=torch.float64)
+    flat = (off_y + pad) * size + (off_x + pad)
+    kernels.scatter_add_(1, flat, weights[None].expand(len(angles), -1).contiguous())
+    return kernels.reshape(-1, size, size)
+
+
+def _correlate_nearest(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Correlate each image of (B, C, H, W) with its own odd (K, K) kernel, edges repeated.
+
+    By FFT on the padded image (no wrap-around): the same sums as the direct taps up to float
+    round-off. Transform sizes depend only on H, W and K, so an image's result does not depend
+    on its batch.
+    """
+    k = kernels.shape[-1]
+    pad = k // 2
+    b, c, h, w = x.shape
+    planes = _pad(x, pad, pad, "nearest")
+    size = planes.shape[-2:]
+    spectrum = torch.fft.rfft2(planes) * torch.fft.rfft2(kernels.flip(-2, -1), s=size)[:, None]
+    out = torch.fft.irfft2(spectrum, s=size)[..., k - 1 :, k - 1 :]
+    return out.to(x.dtype).contiguous()
+
+
 def _motion_blur(x: torch.Tensor, radius: float, sigma: float, angles_deg: torch.Tensor):
     """ImageMagick MotionBlurImage: one-sided Gaussian streak along ``angle`` per image.
 
     Kernel width 2 ceil(radius) + 1, weights exp(-i^2 / 2 sigma^2); tap i reads the pixel at
     (x + round(i cos a), y + round(i sin a)) with edge pixels repeated outside the image.
     """
-    width = 2 * int(math.ceil(radius)) + 1
-    i = torch.arange(width, dtype=torch.float64)
-    weights = torch.exp(-(i**2) / (2.0 * sigma**2))
-    weights = (weights / weights.sum()).to(x.dtype)
-    angles = torch.deg2rad(angles_deg.to(torch.float64))[:, None]
-    # ImageMagick rounds with ceil(v - 0.5)
-    off_x = torch.ceil(i[None] * torch.cos(angles) - 0.5).long()  # (B, width)
-    off_y = torch.ceil(i[None] * torch.sin(angles) - 0.5).long()
-    b, c, h, w = x.shape
-    ys = (torch.arange(h)[None, None, :, None] + off_y[:, :, None, None]).clamp(0, h - 1)
-    xs = (torch.arange(w)[None, None, None, :] + off_x[:, :, None, None]).clamp(0, w - 1)
-    flat = (ys * w + xs).reshape(b, 1, -1).expand(b, c, -1)  # (B, C, width * H * W)
-    taps = x.reshape(b, c, h * w).gather(2, flat).reshape(b, c, width, h, w)
-    return torch.einsum("bckhw,k->bchw", taps, weights)
+    return _correlate_nearest(x, _motion_kernels(radius, sigma, angles_deg))
 
 
 def _magick_8bit(x: torch.Tensor) -> torch.Tensor:
@@ -611,9 +636,8 @@ def _frost_texture(generators: Generators, height: int, width: int) -> torch.Ten
     seeds = (seeds > 0.993).to(veins.dtype)
     length = max(2.0, size / 12)
     # six-fold needles (ice's hexagonal habit) grown from sparse seeds
-    needles = sum(
-        _motion_blur(seeds, length, length / 2, turn + angle) for angle in range(0, 360, 60)
-    )
+    kernels = sum(_motion_kernels(length, length / 2, turn + angle) for angle in range(0, 360, 60))
+    needles = _correlate_nearest(seeds, kernels)
     needles = needles * 3.0
     ice = (0.25 + 0.5 * veins[:, None] ** 4 + 0.35 * haze[:, None] + needles).clamp(0.0, 1.0)
     tint = torch.tensor([0.82, 0.9, 1.0], dtype=ice.dtype)[None, :, None, None]
