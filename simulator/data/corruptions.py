@@ -482,6 +482,30 @@ def gaussian_blur(x: torch.Tensor, c: float, generators: Generators) -> torch.Te
     return _gaussian_blur(x, c)
 
 
+def _glass_pass(n: int, positions: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """Where each pixel reads from after one pass of the originals' sequential copy loop.
+
+    The loop visits ``positions`` (decreasing) and sets ``s[i] = s[i + offset]``. A target
+    t = i + offset that is a position greater than i was already overwritten in this pass, so i
+    follows t's chain; any other target reads the value from before the pass. The chains are
+    resolved by pointer jumping (exact integer work), giving (B, n) indices into the old values.
+    """
+    b = offsets.shape[0]
+    identity = torch.arange(n).expand(b, -1)
+    target = identity.clone()
+    target[:, positions] = positions + offsets  # value read before chaining
+    is_position = torch.zeros(n, dtype=torch.bool)
+    is_position[positions] = True
+    chained = is_position[target] & (target > identity)
+    link = torch.where(chained, target, identity)
+    while True:
+        jumped = link.gather(1, link)
+        if torch.equal(jumped, link):
+            break
+        link = jumped
+    return target.gather(1, link)
+
+
 @_corruption(
     "glass_blur",
     cifar=[(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)],
@@ -499,19 +523,17 @@ def glass_blur(x: torch.Tensor, c: tuple[float, int, int], generators: Generator
     x = _to_uint8(_gaussian_blur(x, sigma)).to(x.dtype) / 255.0
     hs = torch.arange(h - delta, delta, -1)
     ws = torch.arange(w - delta, delta, -1)
-    positions = (hs[:, None] * w + ws[None, :]).flatten().tolist()
+    positions = (hs[:, None] * w + ws[None, :]).flatten()
     # per pass and position: (dx, dy) = randint(-delta, delta, size=2)
     shifts = _draw(
         generators,
         lambda g: torch.randint(-delta, delta, (passes, len(positions), 2), generator=g),
     )
-    offsets = (shifts[..., 1] * w + shifts[..., 0]).numpy()  # (B, passes, positions)
-    source = np.tile(np.arange(h * w), (b, 1))
-    rows = np.arange(b)
+    offsets = shifts[..., 1] * w + shifts[..., 0]  # (B, passes, positions)
+    source = torch.arange(h * w).expand(b, -1)
     for p in range(passes):
-        for k, pos in enumerate(positions):
-            source[:, pos] = source[rows, pos + offsets[:, p, k]]
-    index = torch.from_numpy(source).reshape(b, 1, -1).expand(b, ch, -1)
+        source = source.gather(1, _glass_pass(h * w, positions, offsets[:, p]))
+    index = source.reshape(b, 1, -1).expand(b, ch, -1)
     x = x.reshape(b, ch, h * w).gather(2, index).reshape(b, ch, h, w)
     return _gaussian_blur(x, sigma)
 
