@@ -203,6 +203,31 @@ def _gaussian_kernel1d(sigma: float, truncate: float = 4.0) -> torch.Tensor:
 _FFT_MIN_TAPS = 49  # _filter2d convolves kernels with more taps than this by FFT
 
 
+def _fft_size(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n (fast FFT length; the extra zeros never wrap into use)."""
+    best = 1 << (n - 1).bit_length()
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35
+            while m < n:
+                m *= 2
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
+def _fft_correlate(planes: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Valid correlation of padded (..., Hp, Wp) planes with (..., K, L) kernels by FFT."""
+    kh, kw = kernels.shape[-2:]
+    hp, wp = planes.shape[-2:]
+    size = (_fft_size(hp), _fft_size(wp))
+    spectrum = torch.fft.rfft2(planes, s=size) * torch.fft.rfft2(kernels.flip(-2, -1), s=size)
+    return torch.fft.irfft2(spectrum, s=size)[..., kh - 1 : hp, kw - 1 : wp]
+
+
 def _filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
     """Correlate every channel of (..., H, W) with one odd-sized 2-D kernel (cv2.filter2D)."""
     kh, kw = kernel.shape
@@ -211,11 +236,7 @@ def _filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
     if kh * kw > _FFT_MIN_TAPS:
         # large kernels (defocus disks): FFT correlation, the same sums up to float round-off;
         # the padded planes are big enough that the circular convolution never wraps
-        size = planes.shape[-2:]
-        flipped = kernel.to(x.dtype).flip(0, 1)
-        spectrum = torch.fft.rfft2(planes[:, 0]) * torch.fft.rfft2(flipped, s=size)
-        out = torch.fft.irfft2(spectrum, s=size)[..., kh - 1 :, kw - 1 :]
-        return out.reshape(shape)
+        return _fft_correlate(planes[:, 0], kernel.to(x.dtype)).reshape(shape)
     weight = kernel.to(x.dtype)[None, None]
     # CPU float64 conv2d unfolds its input (H*W*kh*kw values per plane): bound that to ~256 MiB
     per_plane = shape[-2] * shape[-1] * kh * kw * x.element_size()
@@ -340,14 +361,9 @@ def _correlate_nearest(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     round-off. Transform sizes depend only on H, W and K, so an image's result does not depend
     on its batch.
     """
-    k = kernels.shape[-1]
-    pad = k // 2
-    b, c, h, w = x.shape
+    pad = kernels.shape[-1] // 2
     planes = _pad(x, pad, pad, "nearest")
-    size = planes.shape[-2:]
-    spectrum = torch.fft.rfft2(planes) * torch.fft.rfft2(kernels.flip(-2, -1), s=size)[:, None]
-    out = torch.fft.irfft2(spectrum, s=size)[..., k - 1 :, k - 1 :]
-    return out.to(x.dtype).contiguous()
+    return _fft_correlate(planes, kernels[:, None].to(planes.dtype)).to(x.dtype).contiguous()
 
 
 def _motion_blur(x: torch.Tensor, radius: float, sigma: float, angles_deg: torch.Tensor):
