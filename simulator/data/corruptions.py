@@ -318,19 +318,16 @@ def _hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
     p = v * (1.0 - s)
     q = v * (1.0 - f * s)
     t = v * (1.0 - (1.0 - f) * s)
-    sector = torch.remainder(sector, 6).long()
-    options = torch.stack(
-        [
-            torch.stack([v, t, p], 1),
-            torch.stack([q, v, p], 1),
-            torch.stack([p, v, t], 1),
-            torch.stack([p, q, v], 1),
-            torch.stack([t, p, v], 1),
-            torch.stack([v, p, q], 1),
-        ]
-    )  # (6, B, 3, H, W)
-    index = sector[None, :, None].expand(1, -1, 3, -1, -1)
-    return options.gather(0, index)[0]
+    sector = torch.remainder(sector, 6)
+    # per sector (0-5): (r, g, b) = (v,t,p) (q,v,p) (p,v,t) (p,q,v) (t,p,v) (v,p,q); pure selection
+    table = ((v, q, p, p, t, v), (t, v, v, q, p, p), (p, p, t, v, v, q))
+    channels = []
+    for options in table:
+        out = options[5]
+        for k in range(4, -1, -1):
+            out = torch.where(sector == k, options[k], out)
+        channels.append(out)
+    return torch.stack(channels, 1)
 
 
 def _motion_kernels(radius: float, sigma: float, angles_deg: torch.Tensor) -> torch.Tensor:
