@@ -220,12 +220,22 @@ def _fft_size(n: int) -> int:
 
 
 def _fft_correlate(planes: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
-    """Valid correlation of padded (..., Hp, Wp) planes with (..., K, L) kernels by FFT."""
+    """Valid correlation of padded (N, M, Hp, Wp) planes with (N, K, L) or one (K, L) kernel.
+
+    One transform call per n, always of shape (M, ...): batched FFTs round differently with the
+    number of transforms, so this keeps an image's result independent of its batch.
+    """
     kh, kw = kernels.shape[-2:]
     hp, wp = planes.shape[-2:]
     size = (_fft_size(hp), _fft_size(wp))
-    spectrum = torch.fft.rfft2(planes, s=size) * torch.fft.rfft2(kernels.flip(-2, -1), s=size)
-    return torch.fft.irfft2(spectrum, s=size)[..., kh - 1 : hp, kw - 1 : wp]
+    flipped = kernels.flip(-2, -1)
+    shared = torch.fft.rfft2(flipped, s=size) if kernels.ndim == 2 else None
+    out = []
+    for n, plane in enumerate(planes):
+        kernel = shared if shared is not None else torch.fft.rfft2(flipped[n], s=size)
+        spectrum = torch.fft.rfft2(plane, s=size) * kernel
+        out.append(torch.fft.irfft2(spectrum, s=size)[..., kh - 1 : hp, kw - 1 : wp])
+    return torch.stack(out)
 
 
 def _filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
@@ -236,7 +246,7 @@ def _filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
     if kh * kw > _FFT_MIN_TAPS:
         # large kernels (defocus disks): FFT correlation, the same sums up to float round-off;
         # the padded planes are big enough that the circular convolution never wraps
-        return _fft_correlate(planes[:, 0], kernel.to(x.dtype)).reshape(shape)
+        return _fft_correlate(planes, kernel.to(x.dtype)).reshape(shape)
     weight = kernel.to(x.dtype)[None, None]
     # CPU float64 conv2d unfolds its input (H*W*kh*kw values per plane): bound that to ~256 MiB
     per_plane = shape[-2] * shape[-1] * kh * kw * x.element_size()
@@ -360,7 +370,7 @@ def _correlate_nearest(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     """
     pad = kernels.shape[-1] // 2
     planes = _pad(x, pad, pad, "nearest")
-    return _fft_correlate(planes, kernels[:, None].to(planes.dtype)).to(x.dtype).contiguous()
+    return _fft_correlate(planes, kernels.to(planes.dtype)).to(x.dtype)
 
 
 def _motion_blur(x: torch.Tensor, radius: float, sigma: float, angles_deg: torch.Tensor):
