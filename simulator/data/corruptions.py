@@ -379,7 +379,29 @@ def _motion_blur(x: torch.Tensor, radius: float, sigma: float, angles_deg: torch
     Kernel width 2 ceil(radius) + 1, weights exp(-i^2 / 2 sigma^2); tap i reads the pixel at
     (x + round(i cos a), y + round(i sin a)) with edge pixels repeated outside the image.
     """
+    if x.shape[-2] * x.shape[-1] <= _DIRECT_MOTION_PIXELS:
+        return _motion_blur_taps(x, radius, sigma, angles_deg)
     return _correlate_nearest(x, _motion_kernels(radius, sigma, angles_deg))
+
+
+_DIRECT_MOTION_PIXELS = 64 * 64  # smaller images gather their taps directly (faster than FFT)
+
+
+def _motion_blur_taps(x: torch.Tensor, radius: float, sigma: float, angles_deg: torch.Tensor):
+    """``_motion_blur`` by gathering every tap (for small images)."""
+    width = 2 * int(math.ceil(radius)) + 1
+    i = torch.arange(width, dtype=torch.float64)
+    weights = torch.exp(-(i**2) / (2.0 * sigma**2))
+    weights = (weights / weights.sum()).to(x.dtype)
+    angles = torch.deg2rad(angles_deg.to(torch.float64))[:, None]
+    off_x = torch.ceil(i[None] * torch.cos(angles) - 0.5).long()  # (B, width)
+    off_y = torch.ceil(i[None] * torch.sin(angles) - 0.5).long()
+    b, c, h, w = x.shape
+    ys = (torch.arange(h)[None, None, :, None] + off_y[:, :, None, None]).clamp(0, h - 1)
+    xs = (torch.arange(w)[None, None, None, :] + off_x[:, :, None, None]).clamp(0, w - 1)
+    flat = (ys * w + xs).reshape(b, 1, -1).expand(b, c, -1)  # (B, C, width * H * W)
+    taps = x.reshape(b, c, h * w).gather(2, flat).reshape(b, c, width, h, w)
+    return torch.einsum("bckhw,k->bchw", taps, weights)
 
 
 def _magick_8bit(x: torch.Tensor) -> torch.Tensor:
@@ -681,8 +703,11 @@ def _frost_texture(generators: Generators, height: int, width: int) -> torch.Ten
     seeds = (seeds > 0.993).to(veins.dtype)
     length = max(2.0, size / 12)
     # six-fold needles (ice's hexagonal habit) grown from sparse seeds
-    kernels = sum(_motion_kernels(length, length / 2, turn + angle) for angle in range(0, 360, 60))
-    needles = _correlate_nearest(seeds, kernels)
+    if size * size <= _DIRECT_MOTION_PIXELS:
+        needles = sum(_motion_blur(seeds, length, length / 2, turn + a) for a in range(0, 360, 60))
+    else:  # the blur is linear: one correlation with the six needle kernels summed
+        kernels = sum(_motion_kernels(length, length / 2, turn + a) for a in range(0, 360, 60))
+        needles = _correlate_nearest(seeds, kernels)
     needles = needles * 3.0
     ice = (0.25 + 0.5 * veins[:, None] ** 4 + 0.35 * haze[:, None] + needles).clamp(0.0, 1.0)
     tint = torch.tensor([0.82, 0.9, 1.0], dtype=ice.dtype)[None, :, None, None]
