@@ -208,6 +208,17 @@ def run_scenario(scenario: Scenario, progress: ProgressCallback | None = None) -
     return RunResult(scenario, events, summary)
 
 
+def replace_dir(source: Path, target: Path) -> None:
+    """Put folder ``source`` at ``target`` by renames, replacing any folder already there."""
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{os.getpid()}"
+        os.replace(target, old)
+        os.replace(source, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(source, target)
+
+
 def write_run(result: RunResult, out_dir: str | Path) -> Path:
     """Write config.yaml, events.parquet and summary.json atomically into ``out_dir``.
 
@@ -223,13 +234,7 @@ def write_run(result: RunResult, out_dir: str | Path) -> Path:
         (tmp / "config.yaml").write_text(dump_scenario(result.scenario))
         result.events.to_parquet(tmp / "events.parquet", index=False)
         (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
-        if out_dir.exists():
-            old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

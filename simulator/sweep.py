@@ -269,7 +269,7 @@ def execute_run(
     hash) is assembled in a temporary sibling and renamed into place, so an interrupted run leaves
     nothing half-written. Returns ``{"status": "finished"|"failed", ...}`` with the traceback.
     """
-    from simulator.engine import run_scenario, write_run
+    from simulator.engine import replace_dir, run_scenario, write_run
 
     if threads:
         import torch
@@ -283,7 +283,7 @@ def execute_run(
         try:
             write_run(result, staging / "run")
             (staging / "run" / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
-            _replace_dir(staging / "run", target)
+            replace_dir(staging / "run", target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     except Exception as exc:  # one failing run must not stop the sweep
@@ -300,16 +300,6 @@ def execute_run(
         "accuracy": summary.get("accuracy"),
         "upload_bytes": summary.get("upload_bytes"),
     }
-
-
-def _replace_dir(source: Path, target: Path) -> None:
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.replace(target, old)
-        os.replace(source, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(source, target)
 
 
 def _initialise_worker() -> None:
