@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from simulator.data.datasets import ImageDataset, create_dataset
 from simulator.data.streams import DeviceStream, build_stream
 from simulator.fleet.cloud import Cloud
 from simulator.fleet.device import EdgeDevice, NormState
-from simulator.fleet.inference import EdgeRuntime
+from simulator.fleet.executor import ExecutorKind, FleetExecutor
 from simulator.fleet.network import Link
 from simulator.fleet.payload import encoded_sizes
 from simulator.metrics import EventRecorder, summarize
@@ -69,34 +69,46 @@ class BatchLoader:
         self.cache = cache
 
     def __call__(self, stream: DeviceStream, b: int) -> torch.Tensor:
-        rows = stream.batch(b)
-        indices = torch.from_numpy(stream.indices[rows])
-        images = self.images[indices].contiguous()
-        domain_ids = stream.domain_ids[rows]
-        for d in np.unique(domain_ids):
-            domain = stream.domains[int(d)]
-            if domain.corruption == "clean":
-                continue
-            mask = torch.from_numpy(domain_ids == d)
+        return self.many([(stream, b)])[0]
+
+    def many(self, batches: Sequence[tuple[DeviceStream, int]]) -> list[torch.Tensor]:
+        """The images of several (stream, batch) pairs; each domain corrupted in one call."""
+        rows = [stream.batch(b) for stream, b in batches]
+        indices = np.concatenate([s.indices[r] for (s, _), r in zip(batches, rows, strict=True)])
+        keys = [
+            (d.corruption, d.severity)
+            for (s, _), r in zip(batches, rows, strict=True)
+            for d in (s.domains[int(i)] for i in s.domain_ids[r])
+        ]
+        index_t = torch.from_numpy(indices)
+        images = self.images[index_t].contiguous()
+        by_domain: dict[tuple[str, int], list[int]] = {}
+        for row, key in enumerate(keys):
+            if key[0] != "clean":
+                by_domain.setdefault(key, []).append(row)
+        for (corruption, severity), members in by_domain.items():
+            mask = torch.tensor(members, dtype=torch.long)
             if self.cache is not None:
-                corrupted = self.cache.get(
-                    self.dataset, domain.corruption, domain.severity, self.seed
+                corrupted = self.cache.get(self.dataset, corruption, severity, self.seed)
+                images[mask] = torch.from_numpy(corrupted[indices[members]]).permute(0, 3, 1, 2)
+            else:
+                images[mask] = corrupt(
+                    images[mask], corruption, severity, seed=self.seed, indices=index_t[mask]
                 )
-                rows_nhwc = torch.from_numpy(corrupted[indices[mask].numpy()])
-                images[mask] = rows_nhwc.permute(0, 3, 1, 2)
-                continue
-            images[mask] = corrupt(
-                images[mask],
-                domain.corruption,
-                domain.severity,
-                seed=self.seed,
-                indices=indices[mask],
-            )
-        return images
+        return list(images.split([r.stop - r.start for r in rows]))
 
 
-def run_scenario(scenario: Scenario, progress: ProgressCallback | None = None) -> RunResult:
-    """Simulate the whole fleet and return its events and summary."""
+def run_scenario(
+    scenario: Scenario,
+    progress: ProgressCallback | None = None,
+    executor: ExecutorKind = "batched",
+) -> RunResult:
+    """Simulate the whole fleet and return its events and summary.
+
+    ``executor`` picks how edge inference runs (see :mod:`simulator.fleet.executor`): ``batched``
+    (the fleet's pending batches in one forward pass), ``serial`` (one batch per pass, the same
+    numbers) or ``naive`` (per-device state loading, equal to float tolerance). A speed choice.
+    """
     wall_start = time.perf_counter()
     seed = scenario.seed
     torch.manual_seed(seed)
@@ -128,12 +140,16 @@ def run_scenario(scenario: Scenario, progress: ProgressCallback | None = None) -
     adapter = adapter_cls(
         copy.deepcopy(edge_model), teacher, scenario.cloud.params(), num_classes, seed
     )
-    runtime = EdgeRuntime(edge_model, batch_statistics=adapter_cls.edge_norm == "batch")
-
     env = simpy.Environment()
     recorder = EventRecorder()
     net = scenario.network
     loader = BatchLoader(dataset, seed, CorruptionCache() if ds_cfg.cache else None)
+    runtime = FleetExecutor(
+        edge_model,
+        kind=executor,
+        batch_statistics=adapter_cls.edge_norm == "batch",
+        load=loader.many,  # type: ignore[arg-type]
+    )
     policy_cls = UPLOAD_POLICIES.get(scenario.policy.name)
     edge = scenario.edge
 
@@ -165,8 +181,7 @@ def run_scenario(scenario: Scenario, progress: ProgressCallback | None = None) -
             d,
             stream,
             labels=dataset.labels,
-            load_batch=loader,
-            runtime=runtime,
+            executor=runtime,
             policy=policy_cls(scenario.policy.params(), num_classes, _rng(seed, _POLICY, d)),
             uplink=Link(env, per_device_value(net.uplink_mbps, d), latency_s),
             downlink=Link(env, per_device_value(net.downlink_mbps, d), latency_s),
@@ -205,7 +220,14 @@ def run_scenario(scenario: Scenario, progress: ProgressCallback | None = None) -
         d = row["device"]
         row["uplink_mbps"] = per_device_value(net.uplink_mbps, d)
         row["downlink_mbps"] = per_device_value(net.downlink_mbps, d)
-    return RunResult(scenario, events, summary)
+    extra = {
+        "executor": {
+            "kind": executor,
+            "forward_passes": runtime.forward_passes,
+            "rows": runtime.rows_run,
+        }
+    }
+    return RunResult(scenario, events, summary, extra)
 
 
 def replace_dir(source: Path, target: Path) -> None:

@@ -11,7 +11,7 @@ import torch
 
 from policies.upload import UploadPolicy
 from simulator.data.streams import DeviceStream
-from simulator.fleet.inference import EdgeRuntime
+from simulator.fleet.executor import FleetExecutor
 from simulator.fleet.network import Link
 from simulator.metrics import EventRecorder
 
@@ -45,8 +45,7 @@ class EdgeDevice:
         device_id: int,
         stream: DeviceStream,
         labels: np.ndarray,
-        load_batch: Callable[[DeviceStream, int], torch.Tensor],
-        runtime: EdgeRuntime,
+        executor: FleetExecutor,
         policy: UploadPolicy,
         uplink: Link,
         downlink: Link,
@@ -58,7 +57,7 @@ class EdgeDevice:
         recorder: EventRecorder,
     ):
         self.env, self.id, self.stream, self.labels = env, device_id, stream, labels
-        self.load_batch, self.runtime, self.policy = load_batch, runtime, policy
+        self.executor, self.policy = executor, policy
         self.uplink, self.downlink = uplink, downlink
         self.deliver, self.payload_sizes, self.header_bytes = deliver, payload_sizes, header_bytes
         self.compute_s, self.state, self.recorder = compute_s, initial_state, recorder
@@ -70,10 +69,15 @@ class EdgeDevice:
             if wait_s > 0:
                 yield self.env.timeout(wait_s)
             rows = self.stream.batch(b)
-            images = self.load_batch(self.stream, b)
-            yield self.env.timeout(self.compute_s(len(images)))
+            # the batch runs with the state held when its computation starts; a download landing
+            # mid-computation applies from the next batch on (this fixes the request's inputs at
+            # submission, which lets the executor batch it with other devices' requests)
             state = self.state
-            out = self.runtime.infer(images, state.tensors)
+            ticket = self.executor.submit(self.id, state.tensors, source=(self.stream, b))
+            yield self.env.timeout(self.compute_s(rows.stop - rows.start))
+            out = ticket.result()
+            images = ticket.images
+            assert images is not None
             upload = np.asarray(self.policy.select(out.probs, out.entropy), dtype=bool)
             labels = self.labels[self.stream.indices[rows]]
             prediction = out.prediction.numpy()
