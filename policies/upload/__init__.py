@@ -4,7 +4,7 @@ from simulator.registry import Registry
 
 UPLOAD_POLICIES: Registry = Registry("upload policy")
 
-from policies.upload import all, cema, none, random  # noqa: E402, F401  (register built-ins)
+from policies.upload import all, cema, eata, none, random  # noqa: E402, F401  (register built-ins)
 from policies.upload.base import REASONS, UploadPolicy  # noqa: E402
 
 __all__ = ["REASONS", "UPLOAD_POLICIES", "UploadPolicy"]
