@@ -87,6 +87,14 @@ def run(
             "the machine: multi-threaded torch slows down sharply on busy cores.",
         ),
     ] = 0,
+    executor: Annotated[
+        str,
+        typer.Option(
+            help="Edge inference executor: 'batched' runs every device's pending batch in one "
+            "forward pass; 'serial' runs one batch per pass (same numbers, slower); 'naive' loads "
+            "each device's state into the model per batch (equal to float tolerance, slowest).",
+        ),
+    ] = "batched",
 ) -> None:
     """Run one scenario; write config.yaml, events.parquet and summary.json into the run folder.
 
@@ -95,7 +103,14 @@ def run(
     import torch
 
     from simulator.engine import run_scenario, write_run
+    from simulator.fleet.executor import EXECUTORS
 
+    if executor not in EXECUTORS:
+        errors.print(
+            f"[bold red]error:[/] --executor: {executor!r} is not one of {', '.join(EXECUTORS)}",
+            highlight=False,
+        )
+        raise typer.Exit(2)
     resolved = _load(scenario, overrides)
     if threads:
         torch.set_num_threads(threads)
@@ -113,7 +128,7 @@ def run(
         def on_progress(now_s: float, end_s: float) -> None:
             bar.update(task, completed=now_s, total=max(end_s, now_s, 1e-9))
 
-        result = run_scenario(resolved, progress=on_progress)
+        result = run_scenario(resolved, progress=on_progress, executor=executor)  # type: ignore[arg-type]
     write_run(result, out_dir)
     _print_summary(result.summary, out_dir)
 

@@ -185,3 +185,17 @@ def test_whole_run_summary_is_identical_batched_or_one_batch_at_a_time(adapter):
     samples = batched.events[batched.events.kind == "sample"]
     naive_samples = naive.events[naive.events.kind == "sample"]
     assert (samples.prediction.values == naive_samples.prediction.values).all()
+
+
+def test_cli_refuses_an_unknown_executor_and_writes_nothing(tiny_yaml, tmp_path):
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["run", str(tiny_yaml), "--out", str(out), "--executor", "fast"]
+    )
+    assert result.exit_code == 2
+    assert "--executor" in result.output and "batched, serial, naive" in result.output
+    assert not out.exists()

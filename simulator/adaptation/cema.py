@@ -43,6 +43,7 @@ from simulator.adaptation import ADAPTERS
 from simulator.adaptation.base import AdaptStats, CloudAdapter
 from simulator.adaptation.losses import cema_distillation_loss, teacher_entropy_loss
 from simulator.adaptation.replay import ReplayBuffer
+from simulator.models.logit_cache import LogitCache
 from simulator.models.norm import configure_norm_adaptation, get_norm_state, set_norm_state
 
 
@@ -145,6 +146,11 @@ class CemaAdapter(CloudAdapter):
             "batch",
             description="Teacher BN for distillation logits: batch or running statistics.",
         )
+        teacher_logit_cache: bool = Field(
+            True,
+            description="With a frozen teacher (adapt_teacher false) and running statistics, keep "
+            "its logits per image on disk ($FLEETSIM_CACHE/logits), shared by a sweep's runs.",
+        )
 
         @model_validator(mode="after")
         def _replay_sizes_fit(self) -> CemaAdapter.Config:
@@ -183,6 +189,12 @@ class CemaAdapter(CloudAdapter):
             self._teacher_optimizer = None
         teacher.eval()
         self._scopes: dict[Hashable, _ScopeState] = {}
+        # a frozen teacher with running statistics maps each image to fixed logits: cacheable
+        self.teacher_logits_cache: LogitCache | None = None
+        if not cfg.adapt_teacher and cfg.teacher_distill_norm == "running":
+            self.teacher_logits_cache = LogitCache(
+                teacher, name="teacher", persist=cfg.teacher_logit_cache
+            )
 
     # -- scopes ------------------------------------------------------------------------------
     def _scope(self, scope: Hashable) -> _ScopeState:
@@ -293,6 +305,8 @@ class CemaAdapter(CloudAdapter):
     def _teacher_logits(self, images: torch.Tensor) -> torch.Tensor:
         assert self.teacher is not None
         cfg: CemaAdapter.Config = self.config  # type: ignore[assignment]
+        if self.teacher_logits_cache is not None:
+            return self.teacher_logits_cache(images)
         images = images.to(self._device(self.teacher))
         if cfg.teacher_distill_norm == "batch":
             with _bn_train_mode(self.teacher, update_running=False):
