@@ -107,7 +107,8 @@ class RowNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.groups is None:
             assert self.scale is not None and self.shift is not None
-            y = x * self._expand(self.scale, x.ndim) + self._expand(self.shift, x.ndim)
+            y = x * self._expand(self.scale, x.ndim)
+            y += self._expand(self.shift, x.ndim)  # separate exact mul and add: no FMA rounding
         else:
             assert self.weight is not None and self.bias is not None
             dims = [0] + list(range(2, x.ndim))
@@ -120,9 +121,8 @@ class RowNorm(nn.Module):
                 shift = self.bias[start] - mean * scale
                 scales.append(scale.expand(stop - start, -1))
                 shifts.append(shift.expand(stop - start, -1))
-            y = x * self._expand(torch.cat(scales), x.ndim) + self._expand(
-                torch.cat(shifts), x.ndim
-            )
+            y = x * self._expand(torch.cat(scales), x.ndim)
+            y += self._expand(torch.cat(shifts), x.ndim)
         return self.post(y)
 
 
@@ -266,11 +266,13 @@ class FleetExecutor:
                 norm.weight, norm.bias, norm.groups = view[:, 0], view[:, 1], groups
         with torch.inference_mode():
             logits = self.row_model(x)
-        logits = logits[:real]
+        out = _outputs(logits[:real])  # row-wise ops: the same per row in any batch
         self.forward_passes += 1
-        self.rows_run += int(sum(sizes))
-        for r, part in zip(requests, logits.split(sizes), strict=True):
-            r.ticket._output = _outputs(part)
+        self.rows_run += real
+        fields = (out.probs, out.entropy, out.prediction, out.logits)
+        parts = zip(*(t.split(sizes) for t in fields), strict=True)
+        for r, (probs, entropy, prediction, row_logits) in zip(requests, parts, strict=True):
+            r.ticket._output = EdgeOutput(probs, entropy, prediction, row_logits)
 
     def _forward_naive(self, request: _Request) -> None:
         if request.state is not self._loaded:
