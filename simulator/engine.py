@@ -24,7 +24,7 @@ import torch
 from policies.upload import UPLOAD_POLICIES
 from simulator.adaptation import ADAPTERS
 from simulator.config import Scenario, dump_scenario, per_device_value
-from simulator.data.cache import CorruptionCache
+from simulator.data.cache import CorruptionCache, default_cache_root
 from simulator.data.corruptions import corrupt
 from simulator.data.datasets import ImageDataset, create_dataset
 from simulator.data.streams import DeviceStream, build_stream
@@ -49,6 +49,18 @@ class RunResult:
     events: pd.DataFrame
     summary: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+_CACHES: dict[Path, CorruptionCache] = {}
+
+
+def _corruption_cache() -> CorruptionCache:
+    """One cache object per root per process, so a set verified (checksummed) once is not
+    re-verified by every later run of a sweep in this process (unless its file changed)."""
+    root = default_cache_root()
+    if root not in _CACHES:
+        _CACHES[root] = CorruptionCache(root)
+    return _CACHES[root]
 
 
 def _rng(seed: int, purpose: int, device: int = 0) -> np.random.Generator:
@@ -147,7 +159,7 @@ def run_scenario(
     env = simpy.Environment()
     recorder = EventRecorder()
     net = scenario.network
-    loader = BatchLoader(dataset, seed, CorruptionCache() if ds_cfg.cache else None)
+    loader = BatchLoader(dataset, seed, _corruption_cache() if ds_cfg.cache else None)
     runtime = FleetExecutor(
         edge_model,
         kind=executor,
