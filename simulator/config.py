@@ -14,7 +14,7 @@ import copy
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -23,7 +23,9 @@ from pydantic import (
     Field,
     PrivateAttr,
     ValidationError,
+    ValidationInfo,
     field_validator,
+    model_validator,
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -172,12 +174,108 @@ class StreamConfig(Section):
         return v
 
 
+class LatencyConfig(Section):
+    """How each message's one-way latency is drawn around its device's ``network.latency_ms``."""
+
+    dist: Literal["constant", "normal", "lognormal"] = Field(
+        "constant",
+        description="constant; normal (clipped at 0); lognormal (mean latency_ms, sd jitter_ms)",
+    )
+    jitter_ms: float | list[float] = Field(
+        0.0, description="standard deviation of the latency, ms (>= 0; per device as a list)"
+    )
+
+    @field_validator("jitter_ms", mode="before")
+    @classmethod
+    def _nonnegative_jitter(cls, v: Any) -> Any:
+        return _per_device(v, unit="ms", allow_zero=True)
+
+    @model_validator(mode="after")
+    def _jitter_needs_a_distribution(self) -> LatencyConfig:
+        jitters = self.jitter_ms if isinstance(self.jitter_ms, list) else [self.jitter_ms]
+        if self.dist == "constant" and any(j > 0 for j in jitters):
+            raise ValueError(
+                f"jitter_ms {self.jitter_ms} needs dist normal or lognormal (dist is constant)"
+            )
+        return self
+
+
+class OutageConfig(Section):
+    """Gilbert-Elliott outages: each link alternates exponential good and bad (down) periods."""
+
+    mean_good_s: float | list[float] = Field(
+        60.0, description="mean time a link stays up between outages, s (> 0; per device as a list)"
+    )
+    mean_bad_s: float | list[float] = Field(
+        5.0, description="mean duration of an outage, s (> 0; per device as a list)"
+    )
+    downlink: bool = Field(True, description="downlinks have outages too (drawn independently)")
+
+    @field_validator("mean_good_s", "mean_bad_s", mode="before")
+    @classmethod
+    def _positive_sojourn(cls, v: Any) -> Any:
+        return _per_device(v, unit="s", allow_zero=False)
+
+
+class QueueConfig(Section):
+    """The uplink send queue: messages waiting for the wire (during outages, or behind others)."""
+
+    max_messages: int | None = Field(
+        None, ge=0, description="messages that may wait; one more is dropped (null: unbounded)"
+    )
+    timeout_s: float | None = Field(
+        None, gt=0, description="a message still waiting this long is dropped (null: never)"
+    )
+
+
+def _check_trace(v: Any, end: str) -> Any:
+    from simulator.fleet.bandwidth import check_trace, read_trace_csv
+
+    for path in v if isinstance(v, list) else [v]:
+        if not Path(path).expanduser().is_file():
+            raise ValueError(f"trace file {str(path)!r} does not exist")
+        try:
+            check_trace(*read_trace_csv(path), end)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"bad trace {str(path)!r}: {exc}") from None
+    return v
+
+
 class NetworkConfig(Section):
     """Per-device links. A list value is cycled over devices (device i gets v[i % len(v)])."""
 
     uplink_mbps: float | list[float] = Field(10.0, description="uplink bandwidth, Mbit/s (> 0)")
     downlink_mbps: float | list[float] = Field(50.0, description="downlink bandwidth, Mbit/s (> 0)")
     latency_ms: float | list[float] = Field(20.0, description="one-way latency, ms (>= 0)")
+    latency: LatencyConfig = Field(
+        default_factory=LatencyConfig, description="latency distribution (dist, jitter_ms)"
+    )
+    outage: OutageConfig | None = Field(
+        None, description="Gilbert-Elliott outages per link (null: links never go down)"
+    )
+    queue: QueueConfig = Field(
+        default_factory=QueueConfig, description="uplink send queue bound and timeout"
+    )
+    trace_end: Literal["loop", "hold"] = Field(
+        "loop", description="after a bandwidth trace ends: loop it, or hold its last rate"
+    )
+    uplink_trace: Path | list[Path] | None = Field(
+        None,
+        description="CSV (time_s,mbps) replacing uplink_mbps with a piecewise-constant rate "
+        "(a list is cycled over devices; e.g. scenarios/traces/lte_uplink.csv)",
+    )
+    downlink_trace: Path | list[Path] | None = Field(
+        None, description="CSV (time_s,mbps) replacing downlink_mbps (a list is cycled)"
+    )
+    trace_offset_s: float | list[float] = Field(
+        0.0, description="start each device's trace replay this far into it, s (>= 0)"
+    )
+    cloud_ingress_mbps: float | None = Field(
+        None, gt=0, description="cloud ingress shared max-min fairly by uplinks (null: unlimited)"
+    )
+    cloud_egress_mbps: float | None = Field(
+        None, gt=0, description="cloud egress shared max-min fairly by downlinks (null: unlimited)"
+    )
     encoding: Literal["raw", "jpeg", "png"] = Field(
         "jpeg", description="how uploaded images are encoded (bytes measured by encoding them)"
     )
@@ -193,6 +291,32 @@ class NetworkConfig(Section):
     @classmethod
     def _nonnegative_latency(cls, v: Any) -> Any:
         return _per_device(v, unit="ms", allow_zero=True)
+
+    @field_validator("trace_offset_s", mode="before")
+    @classmethod
+    def _nonnegative_offset(cls, v: Any) -> Any:
+        return _per_device(v, unit="s", allow_zero=True)
+
+    @field_validator("uplink_trace", "downlink_trace", mode="before")
+    @classmethod
+    def _readable_trace(cls, v: Any, info: ValidationInfo) -> Any:
+        if v is None:
+            return v
+        if isinstance(v, list) and not v:
+            raise ValueError("must be a trace file or a non-empty list of them")
+        if not all(isinstance(p, str | Path) for p in (v if isinstance(v, list) else [v])):
+            raise ValueError("must be a path to a CSV trace (or a list of them)")
+        return _check_trace(v, info.data.get("trace_end", "loop"))
+
+    @model_validator(mode="after")
+    def _lognormal_needs_a_mean(self) -> NetworkConfig:
+        latencies = self.latency_ms if isinstance(self.latency_ms, list) else [self.latency_ms]
+        if self.latency.dist == "lognormal" and min(latencies) <= 0:
+            raise ValueError(
+                f"latency.dist lognormal needs latency_ms > 0 for every device, got "
+                f"{self.latency_ms} (dist normal allows 0)"
+            )
+        return self
 
 
 def _check_model(v: str | None) -> str | None:
@@ -379,6 +503,8 @@ def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None)
+        # An optional section (``OutageConfig | None``) points into its model too.
+        ann = next((a for a in (ann, *get_args(ann)) if isinstance(a, type)), None)
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return None
         model = ann

@@ -23,7 +23,7 @@ import torch
 
 from policies.upload import UPLOAD_POLICIES
 from simulator.adaptation import ADAPTERS
-from simulator.config import Scenario, dump_scenario, per_device_value
+from simulator.config import Scenario, dump_scenario
 from simulator.data.cache import CorruptionCache, default_cache_root
 from simulator.data.corruptions import corrupt
 from simulator.data.datasets import ImageDataset, create_dataset
@@ -31,14 +31,14 @@ from simulator.data.streams import DeviceStream, build_stream
 from simulator.fleet.cloud import Cloud
 from simulator.fleet.device import EdgeDevice, NormState
 from simulator.fleet.executor import ExecutorKind, FleetExecutor
-from simulator.fleet.network import Link
+from simulator.fleet.links import FleetNetwork
 from simulator.fleet.payload import encoded_sizes
 from simulator.metrics import EventRecorder, summarize
 from simulator.models.norm import get_norm_state
 from simulator.models.zoo import create_model
 
 # Distinct streams of randomness derived from the scenario seed, one per purpose (and per device).
-_STREAM, _POLICY = 1, 2
+_STREAM, _POLICY = 1, 2  # the network's own streams: simulator/fleet/links.py (11-14)
 
 ProgressCallback = Callable[[float, float], None]  # (sim_time_s now, sim_time_s expected at end)
 
@@ -187,11 +187,11 @@ def run_scenario(
         header_bytes=net.header_bytes,
         recorder=recorder,
     )
+    network = FleetNetwork(env, net, seed)
     end_s = 0.0
     for d in range(scenario.fleet.devices):
         stream = build_stream(scenario.stream, d, len(dataset), _rng(seed, _STREAM, d))
         end_s = max(end_s, float(stream.arrival_s[-1]))
-        latency_s = per_device_value(net.latency_ms, d) / 1000.0
         devices[d] = EdgeDevice(
             env,
             d,
@@ -199,8 +199,8 @@ def run_scenario(
             labels=dataset.labels,
             executor=runtime,
             policy=policy_cls(scenario.policy.params(), num_classes, _rng(seed, _POLICY, d)),
-            uplink=Link(env, per_device_value(net.uplink_mbps, d), latency_s),
-            downlink=Link(env, per_device_value(net.downlink_mbps, d), latency_s),
+            uplink=network.uplink(d),
+            downlink=network.downlink(d),
             deliver=cloud.deliver,
             payload_sizes=payload_sizes,
             header_bytes=net.header_bytes,
@@ -235,9 +235,7 @@ def run_scenario(
         wall_time_s=time.perf_counter() - wall_start,
     )
     for row in summary["per_device"]:
-        d = row["device"]
-        row["uplink_mbps"] = per_device_value(net.uplink_mbps, d)
-        row["downlink_mbps"] = per_device_value(net.downlink_mbps, d)
+        row.update(network.device_summary(row["device"], env.now))
     extra = {
         "executor": {
             "kind": executor,

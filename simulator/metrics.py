@@ -6,7 +6,9 @@ Events are one tidy table (``events.parquet``), one row per event, ``kind`` sayi
   entropy, uploaded, reason, the normalization-state version used and its age in simulated seconds);
 - ``upload``: a message delivered to the cloud (device, batch, samples, bytes, sent/delivered time);
 - ``update``: a cloud adaptation of one scope (steps, samples, new version);
-- ``download``: normalization state delivered to a device (bytes, version).
+- ``download``: normalization state delivered to a device (bytes, version);
+- ``drop``: an upload message the uplink dropped (device, batch, samples, bytes, sent time, and
+  ``reason``: ``queue_full`` or ``timeout``, see :mod:`simulator.fleet.network`).
 
 Sample rows are collected as per-batch column arrays, so recording costs little per sample.
 """
@@ -59,6 +61,7 @@ def summarize(events: pd.DataFrame) -> dict[str, Any]:
     uploads = events[events["kind"] == "upload"]
     updates = events[events["kind"] == "update"]
     downloads = events[events["kind"] == "download"]
+    drops = events[events["kind"] == "drop"]
     n = len(samples)
     correct = samples["correct"].astype(bool)
     uploaded = samples["uploaded"].astype(bool)
@@ -75,6 +78,7 @@ def summarize(events: pd.DataFrame) -> dict[str, Any]:
     for device, group in samples.groupby("device", sort=True):
         dev_up = uploads[uploads["device"] == device]
         dev_down = downloads[downloads["device"] == device]
+        dev_drop = drops[drops["device"] == device]
         per_device.append(
             {
                 "device": int(device),
@@ -84,6 +88,7 @@ def summarize(events: pd.DataFrame) -> dict[str, Any]:
                 "upload_bytes": int(dev_up["bytes"].sum()) if len(dev_up) else 0,
                 "download_bytes": int(dev_down["bytes"].sum()) if len(dev_down) else 0,
                 "downloads": int(len(dev_down)),
+                **_dropped(dev_drop),
             }
         )
 
@@ -96,9 +101,27 @@ def summarize(events: pd.DataFrame) -> dict[str, Any]:
         "upload_bytes": int(uploads["bytes"].sum()) if len(uploads) else 0,
         "download_bytes": int(downloads["bytes"].sum()) if len(downloads) else 0,
         "downloads": int(len(downloads)),
+        **_dropped(drops),
+        "dropped_by_reason": {
+            str(reason): int(count)
+            for reason, count in drops["reason"].astype(str).value_counts().sort_index().items()
+        }
+        if len(drops)
+        else {},
         "updates": int(len(updates)),
         "cloud_steps": int(updates["steps"].sum()) if len(updates) else 0,
         "mean_entropy": float(samples["entropy"].mean()) if n else float("nan"),
         "per_domain": per_domain,
         "per_device": per_device,
+    }
+
+
+def _dropped(drops: pd.DataFrame) -> dict[str, int]:
+    """Upload messages, bytes and samples lost to a full send queue or a queue timeout."""
+    if not len(drops):
+        return {"dropped_messages": 0, "dropped_bytes": 0, "dropped_samples": 0}
+    return {
+        "dropped_messages": int(len(drops)),
+        "dropped_bytes": int(drops["bytes"].sum()),
+        "dropped_samples": int(drops["samples"].sum()),
     }

@@ -12,7 +12,7 @@ import torch
 from policies.upload import UploadPolicy
 from simulator.data.streams import DeviceStream
 from simulator.fleet.executor import FleetExecutor
-from simulator.fleet.network import Link
+from simulator.fleet.network import Delivery, Link
 from simulator.metrics import EventRecorder
 
 
@@ -102,10 +102,22 @@ class EdgeDevice:
             self.batches_done += 1
 
     def send(self, batch: int, images: torch.Tensor) -> Generator[simpy.Event, None, None]:
-        """Upload the selected samples of one batch as one message."""
+        """Upload the selected samples of one batch as one message (a full queue may drop it)."""
         nbytes = self.header_bytes + int(self.payload_sizes(images).sum())
         sent_s = self.env.now
-        yield self.env.process(self.uplink.send(nbytes))
+        outcome = yield self.env.process(self.uplink.send(nbytes))
+        if outcome is not Delivery.DELIVERED:
+            self.recorder.message(
+                "drop",
+                sim_time_s=self.env.now,
+                sent_s=sent_s,
+                device=self.id,
+                batch=batch,
+                samples=len(images),
+                bytes=nbytes,
+                reason=str(outcome),
+            )
+            return
         self.recorder.message(
             "upload",
             sim_time_s=self.env.now,
