@@ -240,6 +240,56 @@ def zoo_build(
     console.print(table)
 
 
+@zoo_app.command("quantize")
+def zoo_quantize(
+    bits: Annotated[int, typer.Option(help="Bits of weights and activations: 8 or 4.")],
+    model: Annotated[str, typer.Option(help="Edge model to quantize.")] = "resnet20",
+    method: Annotated[
+        str, typer.Option(help="gdfq (data-free generator + distillation) or minmax (noise).")
+    ] = "gdfq",
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint file or folder (default: the zoo cache, found by name)."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of generator, noise and sampling.")] = 0,
+    generator_iters: Annotated[int, typer.Option(help="GDFQ generator iterations.")] = -1,
+    distill_iters: Annotated[int, typer.Option(help="GDFQ distillation iterations.")] = -1,
+    batch_size: Annotated[int, typer.Option(help="GDFQ batch size.")] = -1,
+    generator: Annotated[
+        Path | None,
+        typer.Option(help="GDFQ generator file: loaded if it exists, else trained and saved."),
+    ] = None,
+    threads: Annotated[
+        int, typer.Option(min=1, help="Torch CPU threads (1 is faster on busy cores).")
+    ] = 2,
+) -> None:
+    """Quantize an edge model without data; it is then the zoo model <model>-w<b>a<b>-<method>."""
+    from dataclasses import replace
+
+    from simulator.models.gdfq import GDFQConfig, build_quantized
+    from simulator.models.zoo import ModelError, quantized_model_name
+
+    try:
+        quantized_model_name(model, bits, method)
+        changes = {"generator_iters": generator_iters, "distill_iters": distill_iters}
+        changes["batch_size"] = batch_size
+        config = replace(
+            GDFQConfig(seed=seed, threads=threads), **{k: v for k, v in changes.items() if v >= 0}
+        )
+    except (ModelError, ValueError) as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        raise typer.Exit(2) from None
+    _, report = build_quantized(
+        model, bits, method, out, config=config, generator_path=generator, progress=True
+    )
+    table = Table(title=f"zoo quantize -> {report['path']}")
+    table.add_column("key")
+    table.add_column("value")
+    for key, value in report.items():
+        table.add_row(key, str(value))
+    console.print(table)
+
+
 @zoo_app.command("list")
 def zoo_list() -> None:
     """Models by name, with their dataset, size and where their weights come from."""

@@ -9,6 +9,9 @@ are registered in ``MODELS``; where the weights come from is kept apart in each 
 - ``synthetic_edge`` / ``synthetic_teacher``: trained on the ``synthetic`` dataset by
   ``simulator.models.train.build_zoo``; weights ship in ``simulator/models/weights``.
 - ``timm:<name>``: any timm architecture (random init) plus an optional local checkpoint.
+- ``<edge model>-w<b>a<b>-<method>``: ``resnet20`` or ``synthetic_edge`` fake-quantized to 8 or 4
+  bits (``simulator.models.quant``) by data-free GDFQ or min-max calibration on noise; the
+  checkpoint is built locally by ``fleetsim zoo quantize`` (``simulator.models.gdfq``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import torch
 from torch import nn
 
 from simulator.models.cifar_resnet import cifar_resnet
+from simulator.models.quant import QUANT_BITS, QUANT_METHODS, model_nbytes, quantize_model
 from simulator.registry import Registry
 
 __all__ = [
@@ -37,7 +41,9 @@ __all__ = [
     "create_model",
     "list_models",
     "load_checkpoint",
+    "model_cache_dir",
     "model_info",
+    "quantized_model_name",
     "weights_dir",
 ]
 
@@ -85,6 +91,7 @@ class ModelCard:
     weights_file: str | None = None  # file name of the pretrained weights
     weights_url: str | None = None  # where to download them (None: shipped with the package)
     weights_sha256_prefix: str | None = None
+    build_command: str | None = None  # weights built locally by this command (not shipped)
 
 
 MODELS: Registry = Registry("model")
@@ -151,6 +158,44 @@ _register(
 )
 
 
+QUANTIZABLE_MODELS = ("resnet20", "synthetic_edge")
+
+
+def quantized_model_name(base: str, bits: int, method: str) -> str:
+    """Zoo name of ``base`` quantized to ``bits`` (weights and activations) by ``method``."""
+    if base not in QUANTIZABLE_MODELS:
+        raise ModelError(f"cannot quantize {base!r}; quantizable: {', '.join(QUANTIZABLE_MODELS)}")
+    if bits not in QUANT_BITS:
+        raise ModelError(f"bits must be one of {', '.join(map(str, QUANT_BITS))}, got {bits}")
+    if method not in QUANT_METHODS:
+        raise ModelError(f"unknown method {method!r}; allowed: {', '.join(QUANT_METHODS)}")
+    return f"{base}-w{bits}a{bits}-{method}"
+
+
+for _base in QUANTIZABLE_MODELS:
+    for _bits in QUANT_BITS:
+        for _method in QUANT_METHODS:
+            _base_card = _CARDS[_base]
+            _name = quantized_model_name(_base, _bits, _method)
+            _register(
+                ModelCard(
+                    name=_name,
+                    build=lambda k, c=_base_card, b=_bits: quantize_model(c.build(k), b, b),
+                    dataset=_base_card.dataset,
+                    description=(
+                        f"{_base} fake-quantized W{_bits}A{_bits} (weights per channel, "
+                        f"activations per tensor, BN in float) by "
+                        + ("data-free GDFQ" if _method == "gdfq" else "min-max on noise")
+                    ),
+                    mean=_base_card.mean,
+                    std=_base_card.std,
+                    weights_file=f"{_name}.pt",
+                    build_command=f"fleetsim zoo quantize --model {_base} --bits {_bits} "
+                    f"--method {_method}",
+                )
+            )
+
+
 def weights_dir() -> Path:
     """Folder of the weights shipped with the package (``simulator/models/weights``)."""
     return Path(__file__).resolve().parent / "weights"
@@ -191,12 +236,26 @@ def _search_dirs() -> list[Path]:
     repo_root = Path(__file__).resolve().parents[2]
     for base in (Path.cwd(), repo_root):
         dirs.append((base / ".." / "shared" / "models" / "cifar10").resolve())
-    dirs.append(Path.home() / ".cache" / "fleetsim" / "models")
+    dirs.append(model_cache_dir())
     return list(dict.fromkeys(dirs))
+
+
+def model_cache_dir() -> Path:
+    """Where downloaded and locally built (quantized) weights go: ``~/.cache/fleetsim/models``."""
+    return Path.home() / ".cache" / "fleetsim" / "models"
 
 
 def _pretrained_path(card: ModelCard) -> Path:
     assert card.weights_file is not None
+    if card.build_command is not None:  # built locally: $FLEETSIM_MODELS, shared folder, cache
+        dirs = _search_dirs()
+        for folder in dirs:
+            if (folder / card.weights_file).is_file():
+                return folder / card.weights_file
+        raise ModelError(
+            f"weights {card.weights_file} for {card.name!r} not found in "
+            f"{', '.join(str(d) for d in dirs)}; build them with `{card.build_command}`"
+        )
     if card.weights_url is None:
         path = weights_dir() / card.weights_file
         if not path.is_file():
@@ -292,7 +351,9 @@ def model_info(name: str) -> dict:
         }
     card = _CARDS[name]
     net = MODELS.create(name, 10)
-    if card.weights_url is None:
+    if card.build_command is not None:
+        weights = f"{card.weights_file} (local folders, built by `{card.build_command}`)"
+    elif card.weights_url is None:
         weights = f"shipped: {weights_dir() / str(card.weights_file)}"
     else:
         weights = f"{card.weights_file} (local folders, else {card.weights_url})"
@@ -300,6 +361,7 @@ def model_info(name: str) -> dict:
         "name": name,
         "dataset": card.dataset,
         "params": sum(p.numel() for p in net.parameters()),
+        "size_bytes": model_nbytes(net),
         "description": card.description,
         "weights": weights,
     }
