@@ -176,11 +176,16 @@ class ListKind(str, Enum):
     datasets = "datasets"
     models = "models"
     corruptions = "corruptions"
+    profiles = "profiles"
 
 
 @app.command("list")
 def list_(kind: Annotated[ListKind, typer.Argument(help="What to list.")]) -> None:
-    """List the registered policies, adapters, datasets, models or corruptions."""
+    """List the registered policies, adapters, datasets, models, corruptions or hardware
+    profiles (edge.profile)."""
+    if kind is ListKind.profiles:
+        _list_profiles()
+        return
     registry = _registry(kind)
     table = Table(title=kind.value)
     table.add_column("name")
@@ -189,6 +194,25 @@ def list_(kind: Annotated[ListKind, typer.Argument(help="What to list.")]) -> No
         table.add_row(name, registry.describe(name))
     if kind is ListKind.models:
         table.add_row("timm:<name>", "any timm model by name (optional checkpoint)")
+    console.print(table)
+
+
+def _list_profiles() -> None:
+    from simulator.fleet.profiles import PROFILES
+
+    table = Table(title="profiles (edge.profile; your own under edge.profiles)")
+    for column in ("name", "GMAC/s", "ms/batch", "active W", "radio nJ/B up/down", "description"):
+        left = column in ("name", "description")
+        table.add_column(column, justify="left" if left else "right", no_wrap=column == "name")
+    for name, p in PROFILES.items():
+        table.add_row(
+            name,
+            f"{p.gmacs_per_s:g}",
+            f"{p.batch_overhead_ms:g}",
+            f"{p.active_w:g}",
+            f"{p.radio_tx_nj_per_byte:.0f}/{p.radio_rx_nj_per_byte:.0f}",
+            p.description,
+        )
     console.print(table)
 
 

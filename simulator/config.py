@@ -28,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 
+from simulator.fleet.profiles import HardwareProfile
+
 # --------------------------------------------------------------------------------------------------
 # Errors
 
@@ -160,7 +162,14 @@ class StreamConfig(Section):
         True, description="rotate each device's corruption order so devices see different domains"
     )
     arrival: Literal["fixed", "poisson"] = Field("fixed", description="sample arrival process")
-    rate_hz: float = Field(32.0, gt=0, description="samples per second per device")
+    rate_hz: float | list[float] = Field(
+        32.0, description="samples per second per device (> 0; a list is cycled over devices)"
+    )
+
+    @field_validator("rate_hz", mode="before")
+    @classmethod
+    def _positive_rate(cls, v: Any) -> Any:
+        return _per_device(v, unit="Hz", allow_zero=False)
 
     @field_validator("corruptions")
     @classmethod
@@ -339,13 +348,53 @@ class EdgeConfig(Section):
 
     model: str = Field("synthetic_edge", description="edge model (fleetsim list models)")
     checkpoint: Path | None = Field(None, description="optional weights file for the edge model")
-    ms_per_sample: float = Field(2.0, ge=0, description="simulated inference time per sample, ms")
-    ms_per_batch: float = Field(5.0, ge=0, description="simulated fixed cost per edge batch, ms")
+    ms_per_sample: float = Field(
+        2.0, ge=0, description="simulated inference time per sample, ms (without a profile)"
+    )
+    ms_per_batch: float = Field(
+        5.0, ge=0, description="simulated fixed cost per edge batch, ms (without a profile)"
+    )
+    profile: str | list[str] | None = Field(
+        None,
+        description="hardware profile (fleetsim list profiles) or a list cycled over devices: "
+        "compute time from the model's MACs, and energy; null: ms_per_sample/ms_per_batch",
+    )
+    profiles: dict[str, HardwareProfile] = Field(
+        default_factory=dict,
+        description="your own profiles by name (gmacs_per_s, batch_overhead_ms, active_w, "
+        "radio_tx_nj_per_byte, radio_rx_nj_per_byte); they may replace built-in ones",
+    )
 
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str) -> str:
         return _check_model(v)
+
+    @model_validator(mode="after")
+    def _known_profiles(self) -> EdgeConfig:
+        from simulator.fleet.profiles import PROFILES
+
+        names = self.profile if isinstance(self.profile, list) else [self.profile]
+        if isinstance(self.profile, list) and not self.profile:
+            raise ValueError("profile: must be a name or a non-empty list of names")
+        known = sorted(set(PROFILES) | set(self.profiles))
+        for name in names:
+            if name is not None and name not in known:
+                raise ValueError(f"profile: unknown profile {name!r}; allowed: {', '.join(known)}")
+        return self
+
+    def profile_name(self, device: int) -> str | None:
+        """The profile name of ``device`` (lists are cycled), or None without profiles."""
+        if isinstance(self.profile, list):
+            return self.profile[device % len(self.profile)]
+        return self.profile
+
+    def hardware(self, device: int) -> HardwareProfile | None:
+        """The profile of ``device`` (user-defined first, then built-in), or None."""
+        from simulator.fleet.profiles import PROFILES
+
+        name = self.profile_name(device)
+        return None if name is None else self.profiles.get(name) or PROFILES[name]
 
     @field_validator("checkpoint")
     @classmethod

@@ -34,6 +34,7 @@ from simulator.fleet.executor import ExecutorKind, FleetExecutor
 from simulator.fleet.links import FleetNetwork
 from simulator.fleet.payload import encoded_sizes
 from simulator.metrics import EventRecorder, summarize
+from simulator.models.flops import count_macs
 from simulator.models.norm import get_norm_state
 from simulator.models.zoo import create_model
 
@@ -169,8 +170,15 @@ def run_scenario(
     policy_cls = UPLOAD_POLICIES.get(scenario.policy.name)
     edge = scenario.edge
 
-    def compute_s(n: int) -> float:
-        return (edge.ms_per_batch + edge.ms_per_sample * n) / 1000.0
+    height, width = dataset.images.shape[1:3]
+    macs = count_macs(edge_model, (3, height, width)) if edge.profile is not None else 0
+
+    def compute_fn(d: int) -> Callable[[int], float]:
+        """Simulated seconds for device ``d`` to classify ``n`` images (profile or fixed ms)."""
+        hardware = edge.hardware(d)
+        if hardware is not None:
+            return lambda n: hardware.compute_s(n, macs)
+        return lambda n: (edge.ms_per_batch + edge.ms_per_sample * n) / 1000.0
 
     def payload_sizes(images: torch.Tensor) -> np.ndarray:
         return encoded_sizes(images.permute(0, 2, 3, 1).numpy(), net.encoding, net.jpeg_quality)
@@ -204,7 +212,7 @@ def run_scenario(
             deliver=cloud.deliver,
             payload_sizes=payload_sizes,
             header_bytes=net.header_bytes,
-            compute_s=compute_s,
+            compute_s=compute_fn(d),
             initial_state=NormState(source_state, version=0),
             recorder=recorder,
         )
@@ -236,6 +244,7 @@ def run_scenario(
     )
     for row in summary["per_device"]:
         row.update(network.device_summary(row["device"], env.now))
+    _add_energy(summary, scenario, devices, macs)
     extra = {
         "executor": {
             "kind": executor,
@@ -246,6 +255,62 @@ def run_scenario(
         "loop_s": loop_s,  # the simulation itself (SimPy, inference, cloud, network)
     }
     return RunResult(scenario, events, summary, extra)
+
+
+def _add_energy(
+    summary: dict[str, Any], scenario: Scenario, devices: dict[int, EdgeDevice], macs: int
+) -> None:
+    """Per device with a hardware profile: compute time, and energy of compute and radio.
+
+    Compute energy is the profile's active power over the device's simulated compute time; radio
+    energy is its marginal energy per byte sent and received. Idle power is not charged.
+    """
+    edge = scenario.edge
+    if edge.profile is None:
+        return
+    totals = {"compute_s": 0.0, "energy_compute_j": 0.0, "energy_radio_j": 0.0}
+    per_profile: dict[str, dict[str, float]] = {}
+    for row in summary["per_device"]:
+        d = row["device"]
+        hardware = edge.hardware(d)
+        assert hardware is not None
+        stream = devices[d].stream
+        sizes = [s.stop - s.start for s in map(stream.batch, range(stream.num_batches))]
+        compute = sum(hardware.compute_s(n, macs) for n in sizes)
+        figures = {
+            "compute_s": compute,
+            "energy_compute_j": hardware.compute_j(compute),
+            "energy_radio_j": hardware.radio_j(row["upload_bytes"], row["download_bytes"]),
+        }
+        figures["energy_j"] = figures["energy_compute_j"] + figures["energy_radio_j"]
+        row.update(profile=edge.profile_name(d), **figures)
+        group = per_profile.setdefault(
+            str(edge.profile_name(d)), {"devices": 0, "samples": 0, "correct": 0.0, "energy_j": 0.0}
+        )
+        group["devices"] += 1
+        group["samples"] += row["samples"]
+        group["correct"] += row["accuracy"] * row["samples"]
+        group["energy_j"] += figures["energy_j"]
+        for key in totals:
+            totals[key] += figures[key]
+    energy = totals["energy_compute_j"] + totals["energy_radio_j"]
+    summary.update(
+        edge_macs_per_image=macs,
+        energy_j=energy,
+        energy_compute_j=totals["energy_compute_j"],
+        energy_radio_j=totals["energy_radio_j"],
+        energy_per_inference_j=energy / max(summary["samples"], 1),
+        per_profile={
+            name: {
+                "devices": g["devices"],
+                "samples": g["samples"],
+                "accuracy": g["correct"] / max(g["samples"], 1),
+                "energy_j": g["energy_j"],
+                "energy_per_inference_j": g["energy_j"] / max(g["samples"], 1),
+            }
+            for name, g in sorted(per_profile.items())
+        },
+    )
 
 
 def replace_dir(source: Path, target: Path) -> None:

@@ -47,3 +47,76 @@ def test_a_profile_refuses_bad_figures():
         HardwareProfile(
             gmacs_per_s=1, active_w=1, radio_tx_nj_per_byte=1, radio_rx_nj_per_byte=1, tops=3
         )
+
+
+def _profiled(**changes) -> dict:
+    from tests.conftest import tiny_scenario_dict
+
+    settings = {
+        "stream__samples_per_device": 64,
+        "stream__segment_samples": 32,
+        "stream__arrival": "fixed",
+        "stream__rate_hz": [16.0, 32.0],
+        "edge__profile": ["raspberry_pi4", "jetson_xavier_nx"],
+        "cloud__adapter": "none",
+        "policy__name": "random",
+    }
+    return tiny_scenario_dict(**(settings | changes))
+
+
+def test_a_mixed_fleet_computes_and_spends_energy_by_its_profiles():
+    from simulator.config import scenario_from_dict
+    from simulator.engine import run_scenario
+
+    result = run_scenario(scenario_from_dict(_profiled()))
+    s, ev = result.summary, result.events
+    macs = count_macs(create_model("synthetic_edge"))
+    assert s["edge_macs_per_image"] == macs
+    samples = ev[ev.kind == "sample"]
+    for d, (name, rate) in enumerate([("raspberry_pi4", 16.0), ("jetson_xavier_nx", 32.0)]):
+        p = PROFILES[name]
+        first = samples[(samples.device == d) & (samples.batch == 0)]
+        # the batch is ready when its 32nd sample arrives (fixed arrivals), then computes
+        assert first.sim_time_s.iloc[0] == pytest.approx(32 / rate + p.compute_s(32, macs))
+        row = s["per_device"][d]
+        assert row["profile"] == name
+        assert row["compute_s"] == pytest.approx(2 * p.compute_s(32, macs))
+        assert row["energy_compute_j"] == pytest.approx(p.active_w * row["compute_s"])
+        radio = p.radio_j(row["upload_bytes"], row["download_bytes"])
+        assert row["energy_radio_j"] == pytest.approx(radio) and radio > 0
+    assert s["energy_j"] == pytest.approx(sum(r["energy_j"] for r in s["per_device"]))
+    assert set(s["per_profile"]) == {"raspberry_pi4", "jetson_xavier_nx"}
+    assert s["per_profile"]["raspberry_pi4"]["samples"] == 64
+
+
+def test_a_users_own_profile_replaces_the_builtin_one():
+    from simulator.config import scenario_from_dict
+
+    mine = {
+        "gmacs_per_s": 1.0,
+        "active_w": 2.0,
+        "radio_tx_nj_per_byte": 0,
+        "radio_rx_nj_per_byte": 0,
+    }
+    scenario = scenario_from_dict(_profiled(edge__profiles={"raspberry_pi4": mine}))
+    assert scenario.edge.hardware(0).gmacs_per_s == 1.0
+    assert scenario.edge.hardware(1) is PROFILES["jetson_xavier_nx"]
+
+
+@pytest.mark.parametrize(
+    ("changes", "path", "message"),
+    [
+        ({"edge__profile": "toaster"}, "edge", "unknown profile 'toaster'; allowed: jetson_nano"),
+        ({"edge__profile": []}, "edge", "non-empty list"),
+        ({"edge__profiles": {"x": {"gmacs_per_s": 1}}}, "edge.profiles.x.active_w", "required"),
+        ({"stream__rate_hz": [16.0, 0]}, "stream.rate_hz", "> 0 Hz"),
+        ({"stream__rate_hz": -3}, "stream.rate_hz", "> 0 Hz"),
+    ],
+)
+def test_bad_profiles_and_rates_are_refused_with_their_path(changes, path, message):
+    from simulator.config import ScenarioError, scenario_from_dict
+
+    with pytest.raises(ScenarioError) as err:
+        scenario_from_dict(_profiled(**changes))
+    text = str(err.value)
+    assert path in text and message in text

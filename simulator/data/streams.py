@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simulator.config import StreamConfig
+from simulator.config import StreamConfig, per_device_value
 
 
 @dataclass(frozen=True)
@@ -81,10 +81,11 @@ def build_stream(
     segments = -(-n // config.segment_samples)
     sequence = _domain_sequence(config, device, segments, rng)
     domain_ids = np.repeat(np.asarray(sequence, dtype=np.int16), config.segment_samples)[:n]
+    rate_hz = per_device_value(config.rate_hz, device)
     if config.arrival == "fixed":
-        arrival = np.arange(1, n + 1, dtype=np.float64) / config.rate_hz
+        arrival = np.arange(1, n + 1, dtype=np.float64) / rate_hz
     else:
-        arrival = np.cumsum(rng.exponential(1.0 / config.rate_hz, size=n))
+        arrival = np.cumsum(rng.exponential(1.0 / rate_hz, size=n))
     domains = [Domain(c, config.severity) for c in config.corruptions]
     return DeviceStream(
         device=device,
