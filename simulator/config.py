@@ -416,6 +416,17 @@ class CloudConfig(Section):
         "shared", description="one edge state for the fleet, or one per device"
     )
     workers: int = Field(1, gt=0, description="cloud workers running adaptation steps in parallel")
+    schedule: Literal["fifo", "round_robin", "oldest_first"] = Field(
+        "fifo",
+        description="which queued upload a free worker serves next: arrival order, devices in "
+        "turn, or the earliest-taken samples",
+    )
+    gather: int = Field(
+        1,
+        gt=0,
+        description="a worker serves up to this many queued messages of one scope together "
+        "(batch formation across devices)",
+    )
     ms_per_step: float = Field(40.0, ge=0, description="simulated time of one adaptation step, ms")
     state_dtype: Literal["float32", "float16"] = Field(
         "float32", description="dtype of the normalization state sent down"

@@ -194,6 +194,8 @@ def run_scenario(
         state_dtype=getattr(torch, scenario.cloud.state_dtype),
         header_bytes=net.header_bytes,
         recorder=recorder,
+        schedule=scenario.cloud.schedule,
+        gather=scenario.cloud.gather,
     )
     network = FleetNetwork(env, net, seed)
     end_s = 0.0
@@ -215,6 +217,7 @@ def run_scenario(
             compute_s=compute_fn(d),
             initial_state=NormState(source_state, version=0),
             recorder=recorder,
+            latest_version=cloud.latest_version,
         )
         env.process(devices[d].run())
 
@@ -240,6 +243,7 @@ def run_scenario(
         dataset=dataset.source,
         sim_time_s=float(env.now),
         cloud_busy_s=cloud.busy_s,
+        cloud_utilization=cloud.busy_s / (scenario.cloud.workers * env.now) if env.now else 0.0,
         wall_time_s=time.perf_counter() - wall_start,
     )
     for row in summary["per_device"]:

@@ -111,6 +111,8 @@ def summarize(events: pd.DataFrame) -> dict[str, Any]:
         "updates": int(len(updates)),
         "cloud_steps": int(updates["steps"].sum()) if len(updates) else 0,
         "mean_entropy": float(samples["entropy"].mean()) if n else float("nan"),
+        **_staleness(samples),
+        **_queue(events[events["kind"] == "queue"]),
         "per_domain": per_domain,
         "per_device": per_device,
     }
@@ -125,3 +127,33 @@ def _dropped(drops: pd.DataFrame) -> dict[str, int]:
         "dropped_bytes": int(drops["bytes"].sum()),
         "dropped_samples": int(drops["samples"].sum()),
     }
+
+
+def _finite_mean(values: pd.Series) -> float | None:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if len(finite) else None
+
+
+def _staleness(samples: pd.DataFrame) -> dict[str, Any]:
+    """How stale the states behind the predictions were: age of the newest samples a state learnt
+    from (s; only predictions made with an adapted state) and cloud updates not yet received."""
+    if "state_staleness_s" not in samples or not len(samples):
+        return {}
+    stale = samples["state_staleness_s"].to_numpy(dtype=float)
+    finite = stale[np.isfinite(stale)]
+    return {
+        "state_staleness_mean_s": float(finite.mean()) if len(finite) else None,
+        "state_staleness_p95_s": float(np.percentile(finite, 95)) if len(finite) else None,
+        "state_lag_mean_updates": _finite_mean(samples["state_lag"].astype(float)),
+    }
+
+
+def _queue(queue: pd.DataFrame) -> dict[str, Any]:
+    """Cloud queue length over time: time-weighted mean and maximum."""
+    if not len(queue):
+        return {"cloud_queue_mean": 0.0, "cloud_queue_max": 0}
+    t = queue["sim_time_s"].to_numpy(dtype=float)
+    q = queue["queue"].to_numpy(dtype=float)
+    span = t[-1] - t[0]
+    mean = float((q[:-1] * np.diff(t)).sum() / span) if span > 0 else float(q.mean())
+    return {"cloud_queue_mean": mean, "cloud_queue_max": int(q.max())}

@@ -1,15 +1,30 @@
 """The cloud adapter: k workers turn uploads into normalization-state updates sent back down.
 
-Each upload message is served by one worker: the adapter's real computation runs when service starts,
-the worker is then busy for ``steps x ms_per_step`` of simulated time, and the new state travels down
-the uploading device's downlink. A device is sent the state of its scope only when it is newer than
-the version it holds (so a message that triggers no step still refreshes a device whose shared scope
-moved on through other devices' uploads).
+Arriving upload messages wait in one cloud queue. Each of ``workers`` worker processes repeatedly
+takes the next message by the scheduling policy, plus up to ``gather - 1`` more queued messages of
+the same scope (batch formation across devices), runs the adapter's real computation on their
+samples when service starts, and is then busy for ``steps x ms_per_step`` of simulated time. Every
+device whose messages were served is sent its scope's state down its downlink if that state is
+newer than the version it holds (so a message that triggers no step still refreshes a device whose
+shared scope moved on through other devices' uploads).
+
+Scheduling policies (``cloud.schedule``):
+
+* ``fifo``: in order of arrival at the cloud;
+* ``round_robin``: devices take turns (the next device id after the last one served that has a
+  message waiting; its oldest arrival first), so a chatty device cannot starve the others;
+* ``oldest_first``: the message whose samples were taken earliest (upload start), whatever its
+  arrival order: a slow link's old samples are not served after fresher ones.
+
+The queue is recorded as ``queue`` events (length and busy workers at each change), and each state
+carries the capture time of the newest samples it learnt from, so devices can report how stale the
+state they use is.
 """
 
 from __future__ import annotations
 
 from collections.abc import Generator
+from typing import Literal
 
 import simpy
 import torch
@@ -18,6 +33,9 @@ from simulator.adaptation import CloudAdapter
 from simulator.fleet.device import EdgeDevice, NormState, UploadMessage
 from simulator.metrics import EventRecorder
 from simulator.models.norm import norm_state_nbytes
+
+Schedule = Literal["fifo", "round_robin", "oldest_first"]
+SCHEDULES: tuple[str, ...] = ("fifo", "round_robin", "oldest_first")
 
 
 class Cloud:
@@ -34,45 +52,117 @@ class Cloud:
         state_dtype: torch.dtype,
         header_bytes: int,
         recorder: EventRecorder,
+        schedule: Schedule = "fifo",
+        gather: int = 1,
     ):
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
+        if workers < 1 or gather < 1:
+            raise ValueError(f"workers and gather must be >= 1, got {workers} and {gather}")
         self.env, self.adapter, self.devices = env, adapter, devices
-        self.workers = simpy.Resource(env, capacity=workers)
+        self.workers, self.schedule, self.gather = workers, schedule, gather
         self.step_s = ms_per_step / 1000.0
         self.per_device_scope = per_device_scope
         self.state_dtype, self.header_bytes = state_dtype, header_bytes
         self.recorder = recorder
         self.busy_s = 0.0
+        self.busy_workers = 0
+        self.queue: list[tuple[int, float, UploadMessage]] = []  # (arrival no., arrival s, msg)
+        self._arrivals = 0
+        self._last_device = -1
+        self._idle: list[simpy.Event] = []
         self._produced_s: dict[object, float] = {}
+        self._samples_s: dict[object, float] = {}
+        for _ in range(workers):
+            env.process(self._worker())
 
     def scope(self, device: int) -> int:
         return device if self.per_device_scope else 0
 
-    def deliver(self, message: UploadMessage) -> None:
-        """Called when an upload has arrived; serves it in its own process."""
-        self.env.process(self.serve(message))
+    def latest_version(self, device: int) -> int:
+        """Version of the state the cloud holds for ``device``'s scope now."""
+        return self.adapter.version(self.scope(device))
 
-    def serve(self, message: UploadMessage) -> Generator[simpy.Event, None, None]:
-        scope = self.scope(message.device)
-        with self.workers.request() as worker:
-            yield worker
+    def deliver(self, message: UploadMessage) -> None:
+        """Called when an upload has arrived: it joins the queue; an idle worker wakes up."""
+        self.queue.append((self._arrivals, self.env.now, message))
+        self._arrivals += 1
+        self._record_queue()
+        if self._idle:
+            self._idle.pop(0).succeed()
+
+    def _record_queue(self) -> None:
+        self.recorder.message(
+            "queue", sim_time_s=self.env.now, queue=len(self.queue), busy=self.busy_workers
+        )
+
+    # -- scheduling ----------------------------------------------------------------------------
+    def _order_key(self, item: tuple[int, float, UploadMessage]) -> tuple:
+        arrival, _, message = item
+        if self.schedule == "oldest_first":
+            return (message.sent_s, arrival)
+        if self.schedule == "round_robin":
+            turn = (message.device - self._last_device - 1) % (1 << 30)
+            return (turn, arrival)
+        return (arrival,)
+
+    def _take(self) -> list[tuple[int, float, UploadMessage]]:
+        """The next message by the schedule, plus up to ``gather - 1`` more of its scope."""
+        ordered = sorted(self.queue, key=self._order_key)
+        first = ordered[0]
+        scope = self.scope(first[2].device)
+        chosen = [first]
+        for item in ordered[1:]:
+            if len(chosen) >= self.gather:
+                break
+            if self.scope(item[2].device) == scope:
+                chosen.append(item)
+        taken = {id(item) for item in chosen}
+        self.queue = [item for item in self.queue if id(item) not in taken]
+        self._last_device = first[2].device
+        return chosen
+
+    # -- service -------------------------------------------------------------------------------
+    def _worker(self) -> Generator[simpy.Event, None, None]:
+        while True:
+            if not self.queue:
+                wake = self.env.event()
+                self._idle.append(wake)
+                yield wake
+                continue
+            served = self._take()
+            self.busy_workers += 1
+            self._record_queue()
             started_s = self.env.now
-            stats = self.adapter.observe(scope, message.images.float().div_(255.0))
+            messages = [m for _, _, m in served]
+            scope = self.scope(messages[0].device)
+            images = torch.cat([m.images for m in messages]).float().div_(255.0)
+            stats = self.adapter.observe(scope, images)
             if stats.steps:
                 yield self.env.timeout(stats.steps * self.step_s)
                 self.busy_s += stats.steps * self.step_s
                 self._produced_s[scope] = self.env.now
+                newest = max(m.sent_s for m in messages)
+                self._samples_s[scope] = max(self._samples_s.get(scope, newest), newest)
                 self.recorder.message(
                     "update",
                     sim_time_s=self.env.now,
-                    device=message.device,
+                    device=messages[0].device,
                     scope=scope,
                     steps=stats.steps,
                     samples=stats.samples,
                     version=self.adapter.version(scope),
-                    queue_s=started_s - message.sent_s,
+                    queue_s=started_s - messages[0].sent_s,  # of the first (scheduled) message
+                    messages=len(messages),
                 )
+            self.busy_workers -= 1
+            self._record_queue()
+            for device in dict.fromkeys(m.device for m in messages):
+                self.env.process(self._download(device, scope))
+
+    def _download(self, device_id: int, scope: int) -> Generator[simpy.Event, None, None]:
         version = self.adapter.version(scope)
-        device = self.devices[message.device]
+        device = self.devices[device_id]
         if version <= device.state.version:
             return
         tensors = {
@@ -84,12 +174,13 @@ class Cloud:
             tensors={k: v.float() for k, v in tensors.items()},
             version=version,
             produced_s=self._produced_s[scope],
+            samples_s=self._samples_s[scope],
         )
         yield self.env.process(device.downlink.send(nbytes))
         self.recorder.message(
             "download",
             sim_time_s=self.env.now,
-            device=message.device,
+            device=device_id,
             bytes=nbytes,
             version=version,
         )

@@ -29,11 +29,13 @@ class UploadMessage:
 
 @dataclass
 class NormState:
-    """A normalization state as held by a device: tensors, version and when it was produced."""
+    """A normalization state as held by a device: tensors, version, when it was produced, and
+    when the newest samples it learnt from were taken (``samples_s``; NaN for the source)."""
 
     tensors: dict[str, torch.Tensor]
     version: int = 0
     produced_s: float = float("nan")
+    samples_s: float = float("nan")
 
 
 class EdgeDevice:
@@ -55,12 +57,14 @@ class EdgeDevice:
         compute_s: Callable[[int], float],
         initial_state: NormState,
         recorder: EventRecorder,
+        latest_version: Callable[[int], int] | None = None,
     ):
         self.env, self.id, self.stream, self.labels = env, device_id, stream, labels
         self.executor, self.policy = executor, policy
         self.uplink, self.downlink = uplink, downlink
         self.deliver, self.payload_sizes, self.header_bytes = deliver, payload_sizes, header_bytes
         self.compute_s, self.state, self.recorder = compute_s, initial_state, recorder
+        self.latest_version = latest_version
         self.batches_done = 0
 
     def run(self) -> Generator[simpy.Event, None, None]:
@@ -96,6 +100,11 @@ class EdgeDevice:
                 reason=np.asarray(getattr(self.policy, "last_reasons", np.full(len(upload), ""))),
                 version=state.version,
                 state_age_s=self.env.now - state.produced_s,
+                # staleness: how old the newest samples behind the state are, and how many
+                # cloud updates of its scope the device has not received yet
+                state_staleness_s=self.env.now - state.samples_s,
+                state_lag=(self.latest_version(self.id) if self.latest_version else 0)
+                - state.version,
             )
             if upload.any():
                 self.env.process(self.send(b, images[torch.from_numpy(upload)]))

@@ -1,0 +1,136 @@
+"""The cloud queue: scheduling policies order work as specified; gathering; queue and staleness."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import simpy
+import torch
+
+from simulator.adaptation.base import AdaptStats
+from simulator.config import ScenarioError, scenario_from_dict
+from simulator.engine import run_scenario
+from simulator.fleet.cloud import Cloud
+from simulator.fleet.device import NormState, UploadMessage
+from simulator.metrics import EventRecorder
+from tests.conftest import tiny_scenario_dict
+
+
+class _Adapter:
+    """Records what it was asked to learn from; one step per call."""
+
+    def __init__(self):
+        self.calls: list[list[int]] = []
+        self.versions: dict[int, int] = {}
+
+    def observe(self, scope, images):
+        self.calls.append((images[:, 0, 0, 0] * 255).round().int().tolist())  # pixel = tag
+        self.versions[scope] = self.versions.get(scope, 0) + 1
+        return AdaptStats(steps=1, samples=len(images))
+
+    def version(self, scope):
+        return self.versions.get(scope, 0)
+
+    def norm_state(self, scope):
+        return {"bn.weight": torch.ones(2)}
+
+
+class _Link:
+    def send(self, nbytes):
+        yield from ()
+
+
+def _device():
+    device = SimpleNamespace(state=NormState({}, version=0), downlink=_Link())
+    device.receive = lambda state: setattr(device, "state", state)
+    return device
+
+
+def _serve_order(schedule: str, arrivals, gather: int = 1, per_device_scope: bool = False):
+    """Messages (device, sent_s, tag) all arrive at t=1 while the one worker is busy with tag 0."""
+    env = simpy.Environment()
+    adapter = _Adapter()
+    devices = {d: _device() for d in range(4)}
+    cloud = Cloud(
+        env,
+        adapter,
+        devices,
+        workers=1,
+        ms_per_step=1000.0,
+        per_device_scope=per_device_scope,
+        state_dtype=torch.float32,
+        header_bytes=0,
+        recorder=EventRecorder(),
+        schedule=schedule,
+        gather=gather,
+    )
+
+    def message(device, sent_s, tag):
+        images = torch.full((1, 3, 2, 2), tag, dtype=torch.uint8)
+        return UploadMessage(device, 0, images, 10, sent_s)
+
+    def arrive():
+        cloud.deliver(message(3, 0.0, 0))  # occupies the worker until t=1
+        yield env.timeout(0.5)
+        for device, sent_s, tag in arrivals:
+            cloud.deliver(message(device, sent_s, tag))
+
+    env.process(arrive())
+    env.run()
+    return adapter.calls[1:], devices
+
+
+ARRIVALS = [(1, 0.40, 1), (1, 0.30, 2), (0, 0.45, 3), (2, 0.10, 4), (0, 0.20, 5)]
+
+
+def test_fifo_serves_in_arrival_order():
+    order, _ = _serve_order("fifo", ARRIVALS)
+    assert order == [[1], [2], [3], [4], [5]]
+
+
+def test_round_robin_gives_devices_turns_after_the_last_served():
+    # last served: device 3, so device 0 first (its oldest arrival), then 1, 2, then 0, 1 again
+    order, _ = _serve_order("round_robin", ARRIVALS)
+    assert order == [[3], [1], [4], [5], [2]]
+
+
+def test_oldest_first_serves_the_earliest_taken_samples():
+    order, _ = _serve_order("oldest_first", ARRIVALS)
+    assert order == [[4], [5], [2], [1], [3]]
+
+
+def test_gather_serves_several_messages_of_one_scope_together():
+    order, devices = _serve_order("fifo", ARRIVALS, gather=3)
+    assert order == [[1, 2, 3], [4, 5]]
+    assert all(devices[d].state.version == 3 for d in (0, 1, 2))
+    per_device, _ = _serve_order("fifo", ARRIVALS, gather=3, per_device_scope=True)
+    assert per_device == [[1, 2], [3, 5], [4]]  # never mixes scopes
+
+
+def test_unknown_schedule_is_refused_in_the_scenario():
+    with pytest.raises(ScenarioError) as err:
+        scenario_from_dict(tiny_scenario_dict(cloud__schedule="lifo"))
+    assert "cloud.schedule" in str(err.value) and "round_robin" in str(err.value)
+
+
+def test_run_reports_queue_utilization_and_staleness():
+    scenario = tiny_scenario_dict(
+        stream__samples_per_device=256,
+        stream__segment_samples=128,
+        cloud__ms_per_step=1500.0,
+        policy__name="all",
+        cloud__cema={"batch_size": 16, "replay_capacity": 0},
+    )
+    result = run_scenario(scenario_from_dict(scenario))
+    s, ev = result.summary, result.events
+    queue = ev[ev.kind == "queue"]
+    assert len(queue) and s["cloud_queue_max"] == queue["queue"].max() >= 1
+    assert 0 < s["cloud_queue_mean"] <= s["cloud_queue_max"]
+    assert s["cloud_utilization"] == pytest.approx(s["cloud_busy_s"] / s["sim_time_s"])
+    samples = ev[ev.kind == "sample"]
+    source = samples.version == 0
+    assert samples.state_staleness_s[source].isna().all()
+    adapted = samples.state_staleness_s[~source]
+    assert len(adapted) and (adapted >= 0).all()
+    assert (samples.state_lag >= 0).all()
+    assert s["state_staleness_mean_s"] == pytest.approx(float(np.mean(adapted)))
