@@ -52,21 +52,31 @@ class _Spec:
 
     tables: dict[int, Sequence[Any]]
     random: bool
+    uint8: bool = False  # the function takes and returns the uint8 batch (Pillow-based ones)
 
 
 _SPECS: dict[str, _Spec] = {}
 
 
 def _corruption(
-    name: str, *, cifar: Sequence[Any], imagenet: Sequence[Any], random: bool
+    name: str,
+    *,
+    cifar: Sequence[Any],
+    imagenet: Sequence[Any],
+    random: bool,
+    uint8: bool = False,
 ) -> Callable[[CorruptionFn], CorruptionFn]:
-    """Register ``fn(x, c, generators) -> x`` (float [0, 1] NCHW) with its published tables."""
+    """Register ``fn(x, c, generators) -> x`` (float [0, 1] NCHW) with its published tables.
+
+    With ``uint8=True`` the function gets and returns the uint8 batch itself (no float round
+    trip: for exact 8-bit operations such as Pillow's, the float path gives the same pixels).
+    """
     if len(cifar) != 5 or len(imagenet) != 5:
         raise ValueError(f"corruption {name!r} needs 5 severities per table")
 
     def decorator(fn: CorruptionFn) -> CorruptionFn:
         CORRUPTIONS.register(name)(fn)
-        _SPECS[name] = _Spec(tables={32: cifar, 224: imagenet}, random=random)
+        _SPECS[name] = _Spec(tables={32: cifar, 224: imagenet}, random=random, uint8=uint8)
         return fn
 
     return decorator
@@ -122,8 +132,10 @@ def corrupt(
     c = spec.tables[table_size][severity - 1]
     generators = _image_generators(seed, name, severity, indices) if spec.random else []
     with torch.inference_mode():
+        if spec.uint8:
+            return fn(images, c, generators)
         # float64 like the originals (numpy), so truncation lands on the same side
-        y = fn(images.to(torch.float64) / 255.0, c, generators)
+        y = fn(images.to(torch.float64).div_(255.0), c, generators)
         return _to_uint8(y)
 
 
@@ -149,7 +161,7 @@ def _to_uint8(x: torch.Tensor) -> torch.Tensor:
 
     The 1e-6 (in 0-255 units) absorbs float64 round-off of exact values (k / 255 * 255).
     """
-    return (x.clamp(0.0, 1.0) * 255.0 + 1e-6).floor_().clamp_(0, 255).to(torch.uint8)
+    return x.clamp(0.0, 1.0).mul_(255.0).add_(1e-6).floor_().clamp_(0, 255).to(torch.uint8)
 
 
 def _draw(generators: Generators, fn: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
@@ -253,6 +265,23 @@ def _filter2d(x: torch.Tensor, kernel: torch.Tensor, mode: str) -> torch.Tensor:
     step = max(1, (256 << 20) // per_plane)
     out = torch.cat([F.conv2d(planes[i : i + step], weight) for i in range(0, len(planes), step)])
     return out.reshape(shape)
+
+
+def _filter3x3_exact(x: torch.Tensor, kernel: Sequence[Sequence[int]], mode: str) -> torch.Tensor:
+    """``_filter2d`` with a 3x3 integer kernel, exactly, on (..., H, W) float64 planes whose
+    values are multiples of 2^-16 below 2^20 (8-bit values, chamfer distances).
+
+    Shifted multiply-adds: every partial sum is then exact in float64, so the result is the
+    exact correlation whatever the order (and avoids the slow float64 conv2d).
+    """
+    h, w = x.shape[-2:]
+    padded = _pad(x, 1, 1, mode)
+    out = torch.zeros_like(x)
+    for dy, row in enumerate(kernel):
+        for dx, weight in enumerate(row):
+            if weight:
+                out.add_(padded[..., dy : dy + h, dx : dx + w], alpha=weight)
+    return out
 
 
 def _blur_matrix(n: int, kernel: torch.Tensor, mode: str) -> torch.Tensor:
@@ -415,22 +444,40 @@ def _bilinear(x: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, mode: str) ->
     y0, x0 = ys.floor(), xs.floor()
     wy, wx = (ys - y0).to(x.dtype), (xs - x0).to(x.dtype)
     y0, x0 = y0.long(), x0.long()
+    rows, cols = _fold_lookup(y0, h, mode), _fold_lookup(x0, w, mode)
     flat = x.reshape(b, c, h * w)
     out = torch.zeros_like(x)
     for dy, fy in ((0, 1 - wy), (1, wy)):
-        yi = _fold(y0 + dy, h, mode)
+        yi = rows(dy) * w
         for dx, fx in ((0, 1 - wx), (1, wx)):
-            xi = _fold(x0 + dx, w, mode)
-            index = (yi * w + xi).reshape(b, 1, -1).expand(b, c, -1)
+            index = (yi + cols(dx)).reshape(b, 1, -1).expand(b, c, -1)
             out += flat.gather(2, index).reshape(b, c, h, w) * (fy * fx)[:, None]
     return out
 
 
+def _fold_lookup(start: torch.Tensor, n: int, mode: str) -> Callable[[int], torch.Tensor]:
+    """``step -> _fold(start + step, n, mode)`` for steps 0 and 1, through one lookup table over
+    the range of ``start`` (the same integers, without the modular arithmetic per element)."""
+    low = int(start.min())
+    table = _fold(torch.arange(low, int(start.max()) + 2), n, mode)
+    offset = start - low
+    return lambda step: table[offset + step]
+
+
 def _pil_per_image(x: torch.Tensor, fn: Callable[[Image.Image], Image.Image]) -> torch.Tensor:
-    """Run a Pillow operation on every image of a float batch (exact uint8 in and out)."""
-    arrays = _to_uint8(x).permute(0, 2, 3, 1).numpy()
-    out = [np.asarray(fn(Image.fromarray(a, mode="RGB")).convert("RGB")) for a in arrays]
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).to(x.dtype) / 255.0
+    """Run a Pillow RGB operation on every image of a uint8 (B, 3, H, W) batch.
+
+    Pillow reads and writes the pixels of one NHWC buffer directly (no per-image conversions).
+    """
+    h, w = x.shape[-2:]
+    arrays = x.permute(0, 2, 3, 1).contiguous().numpy()
+    out = np.empty_like(arrays)
+    for array, target in zip(arrays, out, strict=True):
+        image = fn(Image.frombuffer("RGB", (w, h), array, "raw", "RGB", 0, 1))
+        if image.mode != "RGB" or image.size != (w, h):
+            raise ValueError(f"Pillow returned a {image.mode} {image.size} image")
+        target[...] = np.asarray(image)
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -781,9 +828,8 @@ def snow(x: torch.Tensor, c: tuple[float, ...], generators: Generators) -> torch
 
 def _canny(image: torch.Tensor, low: float, high: float) -> torch.Tensor:
     """cv2.Canny (3x3 Sobel, L1 magnitude) on uint8-valued (B, H, W); returns a bool edge map."""
-    sobel = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=image.dtype)
-    dx = _filter2d(image, sobel, "nearest")
-    dy = _filter2d(image, sobel.T, "nearest")
+    dx = _filter3x3_exact(image, ((-1, 0, 1), (-2, 0, 2), (-1, 0, 1)), "nearest")
+    dy = _filter3x3_exact(image, ((-1, -2, -1), (0, 0, 0), (1, 2, 1)), "nearest")
     mag = dx.abs() + dy.abs()
     padded = F.pad(mag, (1, 1, 1, 1))  # zero magnitude outside, as OpenCV's buffer
 
@@ -825,22 +871,34 @@ def _chamfer_distance(features: torch.Tensor, limit: float) -> torch.Tensor:
     Distances to the nearest feature pixel, capped at ``limit``; outside the image is far away.
     """
     a, b, c = (round(v * 2**16) / 2**16 for v in (1.0, 1.4, 2.1969))  # OpenCV's fixed point
-    moves = [(0, 1, a), (1, 0, a), (1, 1, b), (1, -1, b), (1, 2, c), (2, 1, c)]
-    moves += [(-dy, -dx, cost) for dy, dx, cost in moves]
-    moves += [(dy, -dx, cost) for dy, dx, cost in moves if dy and dx and abs(dy) != abs(dx)]
     far = limit + 3.0  # paths longer than the cap never matter
     dist = torch.where(features, 0.0, far).to(torch.float32)
+    # OpenCV's two raster passes (forward: the mask's upper half, backward: its lower half).
+    # Every path sum is a multiple of 2^-16 below 2^8, exact in float32, so the order of the
+    # additions cannot matter; a pixel's left (right) neighbour chain within its row is resolved
+    # by a doubling scan (runs longer than ``far`` never win). Checked equal to the full
+    # shortest-path (Bellman-Ford) distances over the 16 moves on random and spatter edge maps.
+    forward = [(-2, -1, c), (-2, 1, c), (-1, -2, c), (-1, -1, b), (-1, 0, a), (-1, 1, b)]
+    forward.append((-1, 2, c))
+    dist = _chamfer_pass(dist, forward, a, far)
+    # the backward pass (bottom-right to top-left, the mask's lower half) is the forward pass
+    # of the image turned by 180 degrees: the mask is symmetric under that turn
+    dist = _chamfer_pass(dist.flip(-2, -1), forward, a, far).flip(-2, -1)
+    return dist.to(torch.float64).clamp(max=limit)
+
+
+def _chamfer_pass(dist: torch.Tensor, mask: list, a: float, far: float) -> torch.Tensor:
+    """One raster pass, top to bottom and left to right, of the chamfer distance."""
     h, w = dist.shape[-2:]
-    while True:  # Bellman-Ford relaxation: converges to the chamfer (shortest-path) distances
-        padded = F.pad(dist, (2, 2, 2, 2), value=far)
-        best = dist.clone()
-        for dy, dx, cost in moves:
-            torch.minimum(
-                best, padded[..., 2 + dy : 2 + dy + h, 2 + dx : 2 + dx + w] + cost, out=best
-            )
-        if torch.equal(best, dist):
-            return dist.to(torch.float64).clamp(max=limit)
-        dist = best
+    rows = F.pad(dist, (2, 2, 2, 0), value=far)  # (..., 2 + H, 2 + W + 2)
+    runs = [1 << k for k in range(int(math.ceil(math.log2(far + 1))))]
+    for y in range(h):
+        row = rows[..., y + 2, 2 : 2 + w]
+        for dy, dx, cost in mask:
+            torch.minimum(row, rows[..., y + 2 + dy, 2 + dx : 2 + dx + w] + cost, out=row)
+        for run in runs:  # row[x] = min over k of row[x - k] + k a
+            torch.minimum(row[..., run:], row[..., :-run] + run * a, out=row[..., run:])
+    return rows[..., 2:, 2 : 2 + w].contiguous()
 
 
 def _equalize_hist(image: torch.Tensor) -> torch.Tensor:
@@ -894,12 +952,16 @@ def spatter(x: torch.Tensor, c: tuple[float, ...], generators: Generators) -> to
     # (liquid * 255).astype(np.uint8): values above 255 wrap around, as in the original
     liquid_u8 = torch.remainder((liquid * 255.0 + 1e-6).floor(), 256)
     dist = _chamfer_distance(_canny(liquid_u8, 50, 150), 20.0)
-    box = torch.full((3, 3), 1.0 / 9.0, dtype=x.dtype)
-    dist = (_filter2d(dist, box, "reflect101") + 1e-6).floor()  # .astype(np.uint8)
+    # 3x3 box means as exact sums / 9. The distances are multiples of 2^-16, so a mean m / 9 / 2^16
+    # is either an integer or at least 4e-7 away from integer - 1e-6: floor(mean + 1e-6) is
+    # the same for the exact mean as for any float64 rounding of it; on integer planes a mean
+    # k / 9 is never a half-integer, so round() is exact too
+    box = ((1, 1, 1), (1, 1, 1), (1, 1, 1))
+    dist = (_filter3x3_exact(dist, box, "reflect101") / 9.0 + 1e-6).floor()  # .astype(np.uint8)
     dist = _equalize_hist(dist)
-    emboss = torch.tensor([[-2.0, -1.0, 0.0], [-1.0, 1.0, 1.0], [0.0, 1.0, 2.0]], dtype=x.dtype)
-    dist = _filter2d(dist, emboss, "reflect101").clamp(0, 255)
-    dist = torch.round(_filter2d(dist, box, "reflect101"))
+    emboss = ((-2, -1, 0), (-1, 1, 1), (0, 1, 2))
+    dist = _filter3x3_exact(dist, emboss, "reflect101").clamp(0, 255)
+    dist = torch.round(_filter3x3_exact(dist, box, "reflect101") / 9.0)
     m = liquid_u8 * dist  # the original reuses the name for the uint8 layer
     peak = m.amax((1, 2), keepdim=True)
     m = torch.where(peak > 0, m / torch.where(peak > 0, peak, 1.0), 0.0) * strength
@@ -937,9 +999,10 @@ def saturate(x: torch.Tensor, c: tuple[float, float], generators: Generators) ->
     cifar=[0.95, 0.9, 0.85, 0.75, 0.65],
     imagenet=[0.6, 0.5, 0.4, 0.3, 0.25],
     random=False,
+    uint8=True,
 )
 def pixelate(x: torch.Tensor, c: float, generators: Generators) -> torch.Tensor:
-    """Pillow BOX downsampling by c and BOX upsampling back."""
+    """Pillow BOX downsampling by c and BOX upsampling back (on the uint8 batch)."""
     h, w = x.shape[-2:]
     small = (int(w * c), int(h * c))
     return _pil_per_image(x, lambda im: im.resize(small, Image.BOX).resize((w, h), Image.BOX))
@@ -957,9 +1020,10 @@ def _jpeg(image: Image.Image, quality: int) -> Image.Image:
     cifar=[80, 65, 58, 50, 40],
     imagenet=[25, 18, 15, 10, 7],
     random=False,
+    uint8=True,
 )
 def jpeg_compression(x: torch.Tensor, c: int, generators: Generators) -> torch.Tensor:
-    """Pillow JPEG encode/decode at quality c."""
+    """Pillow JPEG encode/decode at quality c (on the uint8 batch)."""
     return _pil_per_image(x, lambda im: _jpeg(im, c))
 
 
