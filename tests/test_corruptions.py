@@ -12,13 +12,39 @@ from simulator.registry import UnknownNameError
 
 ALL = list_corruptions()
 RANDOM = [name for name in ALL if is_random(name)]
-# the published tables are not ordered by deviation from the clean image for these: saturate
-# desaturates at 1-2 and oversaturates at 3-5; glass blur 3 (sigma 0.4, one pass) blurs more than
-# glass blur 4 (sigma 0.25, two passes); elastic 1 is a pure affine jitter larger than 2's; motion
-# blur 3 and 4 (radius 6 vs 8 at sigma 2) differ by taps weighing < 1%, so the random angle decides;
-# frost 3-5 dim the image (c[0] < 1) while adding more ice, and the two cancel in the mean;
-# spatter 3 (wide water drops) touches more pixels than 4-5 (small mud splashes)
-NOT_MONOTONE = {"saturate", "glass_blur", "elastic_transform", "motion_blur", "frost", "spatter"}
+# Severity pairs (s, s + 1) whose mean |corrupted - clean| does not grow on the 32x32 test images
+# (CIFAR-10-C tables), measured with seeds 0-2; every other pair of every corruption is tested.
+NOT_MONOTONE: dict[str, dict[int, str]] = {
+    "saturate": {
+        2: "s2 removes 90 % of the saturation (x0.1); s3 oversaturates only mildly (x1.5)",
+    },
+    "glass_blur": {
+        1: "s1-s3 share one pass of 1-pixel shifts; only sigma grows (0.05, 0.25, 0.4), and the "
+        "blur after the shuffle smooths the scramble away about as much as it adds: within noise",
+        2: "as s1 -> s2",
+        4: "s4 and s5 share two passes of 1-pixel shifts; s5's larger sigma (0.4 vs 0.25) "
+        "smooths the scrambled pixels back towards the clean image",
+    },
+    "elastic_transform": {
+        1: "the affine corner jitter shrinks with severity (2.56, 2.24, 1.92, 1.6, 0.96 px) and "
+        "outweighs the growing elastic displacement (alpha 0-3.2 px, smoothed to below a pixel)",
+        2: "as s1 -> s2",
+        3: "as s1 -> s2 (seed 1 goes up by 0.1, seeds 0 and 2 go down)",
+        4: "as s1 -> s2",
+    },
+    "motion_blur": {
+        3: "radius 6 -> 8 at the same sigma 2 adds taps weighing < 1 %; the random angle decides",
+    },
+    "frost": {
+        3: "the image weight falls (0.9 -> 0.85) at the same frost weight 0.4: the frost brightens "
+        "the image, and dimming it pulls the blend back towards the clean image",
+        4: "as s3 -> s4: image weight 0.85 -> 0.75 against frost 0.4 -> 0.45",
+    },
+    "spatter": {
+        3: "s3 is wide water drops (liquid std 0.3, blur 1) over many pixels; s4-s5 switch to mud "
+        "splashes, opaque but covering far fewer pixels",
+    },
+}
 
 
 def natural_images(n: int = 8, size: int = 32) -> torch.Tensor:
@@ -73,13 +99,20 @@ def test_the_published_sets_are_registered_with_descriptions():
     assert all(CORRUPTIONS.describe(name) for name in ALL)
 
 
-@pytest.mark.parametrize("name", sorted(set(ALL) - NOT_MONOTONE))
+@pytest.mark.parametrize("name", ALL)
 def test_deviation_from_clean_grows_with_severity(name):
     deviation = [
         (corrupt(IMAGES, name, s, seed=0, indices=INDICES).float() - IMAGES.float()).abs().mean()
         for s in range(1, 6)
     ]
-    assert all(b >= a for a, b in zip(deviation, deviation[1:], strict=False)), deviation
+    exempt = NOT_MONOTONE.get(name, {})
+    pairs = [s for s in range(1, 5) if s not in exempt]
+    assert all(deviation[s] >= deviation[s - 1] for s in pairs), (deviation, exempt)
+
+
+def test_non_monotone_exemptions_name_real_corruptions_and_pairs():
+    assert set(NOT_MONOTONE) <= set(ALL)
+    assert all(set(pairs) <= {1, 2, 3, 4} and pairs for pairs in NOT_MONOTONE.values())
 
 
 @pytest.mark.parametrize("name", ALL)
