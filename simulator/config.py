@@ -471,8 +471,12 @@ class PolicyConfig(Section):
         return _registered(UPLOAD_POLICIES, v)
 
     def params(self, name: str | None = None) -> BaseModel:
-        """Validated parameters of policy ``name`` (default: the selected one)."""
-        return self._plugins[name or self.name]
+        """Validated parameters of policy ``name`` (default: the selected one; a policy without
+        a section in the scenario gets its defaults)."""
+        from policies.upload import UPLOAD_POLICIES
+
+        name = name or self.name
+        return self._plugins.get(name) or UPLOAD_POLICIES.get(name).Config()
 
 
 class Scenario(Section):

@@ -21,7 +21,7 @@ import pandas as pd
 import simpy
 import torch
 
-from policies.upload import UPLOAD_POLICIES
+from policies.upload import UPLOAD_POLICIES, UploadPolicy
 from simulator.adaptation import ADAPTERS
 from simulator.config import Scenario, dump_scenario
 from simulator.data.cache import CorruptionCache, default_cache_root
@@ -39,7 +39,11 @@ from simulator.models.norm import get_norm_state
 from simulator.models.zoo import create_model
 
 # Distinct streams of randomness derived from the scenario seed, one per purpose (and per device).
-_STREAM, _POLICY = 1, 2  # the network's own streams: simulator/fleet/links.py (11-14)
+_STREAM, _POLICY, _POLICY_INNER = (
+    1,
+    2,
+    3,
+)  # the network's own streams: simulator/fleet/links.py (11-14)
 
 ProgressCallback = Callable[[float, float], None]  # (sim_time_s now, sim_time_s expected at end)
 
@@ -183,6 +187,15 @@ def run_scenario(
     def payload_sizes(images: torch.Tensor) -> np.ndarray:
         return encoded_sizes(images.permute(0, 2, 3, 1).numpy(), net.encoding, net.jpeg_quality)
 
+    def make_policy(d: int) -> UploadPolicy:
+        policy = policy_cls(scenario.policy.params(), num_classes, _rng(seed, _POLICY, d))
+        inner = getattr(policy.config, "inner", None)
+        if inner is not None:  # a policy wrapping another one (budget)
+            inner_cls = UPLOAD_POLICIES.get(inner)
+            rng = _rng(seed, _POLICY_INNER, d)
+            policy.bind_inner(inner_cls(scenario.policy.params(inner), num_classes, rng))
+        return policy
+
     devices: dict[int, EdgeDevice] = {}
     cloud = Cloud(
         env,
@@ -208,7 +221,7 @@ def run_scenario(
             stream,
             labels=dataset.labels,
             executor=runtime,
-            policy=policy_cls(scenario.policy.params(), num_classes, _rng(seed, _POLICY, d)),
+            policy=make_policy(d),
             uplink=network.uplink(d),
             downlink=network.downlink(d),
             deliver=cloud.deliver,

@@ -33,7 +33,7 @@ def make_cema(**config: object) -> CemaUpload:
 
 
 def test_registry_lists_builtin_upload_policies() -> None:
-    assert UPLOAD_POLICIES.names() == ["all", "cema", "eata", "none", "random"]
+    assert UPLOAD_POLICIES.names() == ["all", "budget", "cema", "eata", "none", "random"]
     assert UPLOAD_POLICIES.describe("cema").startswith("CEMA")
 
 

@@ -21,7 +21,8 @@ LOW_INFO = "low_info"
 REDUNDANT = "redundant"
 NOT_SAMPLED = "not_sampled"
 DISABLED = "disabled"
-REASONS = (UPLOADED, UNRELIABLE, LOW_INFO, REDUNDANT, NOT_SAMPLED, DISABLED)
+OVER_BUDGET = "over_budget"
+REASONS = (UPLOADED, UNRELIABLE, LOW_INFO, REDUNDANT, NOT_SAMPLED, DISABLED, OVER_BUDGET)
 
 
 class UploadPolicy(ABC):
@@ -40,6 +41,15 @@ class UploadPolicy(ABC):
         self.num_classes = num_classes
         self.rng = rng
         self.last_reasons: np.ndarray = np.empty(0, dtype=object)
+
+    def context(self, now_s: float, uplink_mbps: float) -> None:
+        """Called before each ``select`` with the time and the device's available uplink rate
+        (0 while the link is down). Most policies ignore it."""
+        return None
+
+    def charge(self, nbytes: int, samples: int) -> None:
+        """Called after each selection that uploads, with the bytes actually sent."""
+        return None
 
     @abstractmethod
     def select(self, probs: torch.Tensor, entropy: torch.Tensor) -> np.ndarray:

@@ -82,6 +82,7 @@ class EdgeDevice:
             out = ticket.result()
             images = ticket.images
             assert images is not None
+            self.policy.context(self.env.now, self.uplink.rate_bps(self.env.now) / 1e6)
             upload = np.asarray(self.policy.select(out.probs, out.entropy), dtype=bool)
             labels = self.labels[self.stream.indices[rows]]
             prediction = out.prediction.numpy()
@@ -107,12 +108,17 @@ class EdgeDevice:
                 - state.version,
             )
             if upload.any():
-                self.env.process(self.send(b, images[torch.from_numpy(upload)]))
+                chosen = images[torch.from_numpy(upload)]
+                nbytes = self.header_bytes + int(self.payload_sizes(chosen).sum())
+                self.policy.charge(nbytes, len(chosen))
+                self.env.process(self.send(b, chosen, nbytes))
             self.batches_done += 1
 
-    def send(self, batch: int, images: torch.Tensor) -> Generator[simpy.Event, None, None]:
-        """Upload the selected samples of one batch as one message (a full queue may drop it)."""
-        nbytes = self.header_bytes + int(self.payload_sizes(images).sum())
+    def send(
+        self, batch: int, images: torch.Tensor, nbytes: int
+    ) -> Generator[simpy.Event, None, None]:
+        """Upload the selected samples of one batch (``nbytes`` with the header) as one message
+        (a full queue may drop it)."""
         sent_s = self.env.now
         outcome = yield self.env.process(self.uplink.send(nbytes))
         if outcome is not Delivery.DELIVERED:
