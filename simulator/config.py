@@ -421,6 +421,16 @@ class CloudConfig(Section):
         description="which queued upload a free worker serves next: arrival order, devices in "
         "turn, or the earliest-taken samples",
     )
+    downlink_payload: Literal["full", "delta"] = Field(
+        "full",
+        description="state sent down: the whole normalization state, or its difference to what "
+        "the device holds (zero differences left out, sparse when smaller)",
+    )
+    delta_tolerance: float = Field(
+        0.0,
+        ge=0,
+        description="delta payloads leave out differences at most this large (0: exact)",
+    )
     gather: int = Field(
         1,
         gt=0,

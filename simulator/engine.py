@@ -209,6 +209,8 @@ def run_scenario(
         recorder=recorder,
         schedule=scenario.cloud.schedule,
         gather=scenario.cloud.gather,
+        payload=scenario.cloud.downlink_payload,
+        tolerance=scenario.cloud.delta_tolerance,
     )
     network = FleetNetwork(env, net, seed)
     end_s = 0.0

@@ -134,3 +134,32 @@ def test_run_reports_queue_utilization_and_staleness():
     assert len(adapted) and (adapted >= 0).all()
     assert (samples.state_lag >= 0).all()
     assert s["state_staleness_mean_s"] == pytest.approx(float(np.mean(adapted)))
+
+
+def test_delta_payload_sends_only_what_changed_sparse_or_dense():
+    from simulator.fleet.cloud import delta_payload
+
+    held = {"w": torch.tensor([1.0, 2.0, 3.0, 4.0]), "b": torch.zeros(4)}
+    new = {"w": torch.tensor([1.0, 2.0, 3.5, 4.0]), "b": torch.tensor([0.1, 0.2, 0.3, 0.4])}
+    state, nbytes = delta_payload(held, new, torch.float32)
+    assert nbytes == 1 * (4 + 4) + 4 * 4  # w: one changed entry, sparse; b: all changed, dense
+    assert torch.equal(state["w"], new["w"]) and torch.allclose(state["b"], new["b"])
+    half, half_bytes = delta_payload(held, new, torch.float16)
+    assert half_bytes == 1 * (2 + 4) + 4 * 2
+    assert torch.allclose(half["b"], new["b"], atol=1e-3)
+    lossy, lossy_bytes = delta_payload(held, new, torch.float32, tolerance=0.25)
+    assert lossy_bytes == 8 + 2 * 8  # b: only 0.3 and 0.4 exceed the tolerance (sparse)
+    assert torch.equal(lossy["b"][:2], held["b"][:2])
+
+
+def test_delta_downloads_track_what_each_device_holds():
+    base = tiny_scenario_dict(stream__samples_per_device=128, stream__segment_samples=64)
+    full = run_scenario(scenario_from_dict(base)).summary
+    base["cloud"]["downlink_payload"] = "delta"
+    exact = run_scenario(scenario_from_dict(base)).summary
+    assert exact["downloads"] == full["downloads"]
+    assert exact["download_bytes"] <= full["download_bytes"]
+    assert abs(exact["accuracy"] - full["accuracy"]) <= 0.02
+    base["cloud"]["delta_tolerance"] = 1e-2
+    lossy = run_scenario(scenario_from_dict(base)).summary
+    assert lossy["download_bytes"] < exact["download_bytes"]

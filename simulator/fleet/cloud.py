@@ -54,11 +54,17 @@ class Cloud:
         recorder: EventRecorder,
         schedule: Schedule = "fifo",
         gather: int = 1,
+        payload: Literal["full", "delta"] = "full",
+        tolerance: float = 0.0,
     ):
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
         if workers < 1 or gather < 1:
             raise ValueError(f"workers and gather must be >= 1, got {workers} and {gather}")
+        if payload not in ("full", "delta"):
+            raise ValueError(f"payload must be full or delta; got {payload!r}")
+        self.payload, self.tolerance = payload, tolerance
+        self._sent: dict[int, NormState] = {}  # delta: what each device holds once downloads land
         self.env, self.adapter, self.devices = env, adapter, devices
         self.workers, self.schedule, self.gather = workers, schedule, gather
         self.step_s = ms_per_step / 1000.0
@@ -163,19 +169,30 @@ class Cloud:
     def _download(self, device_id: int, scope: int) -> Generator[simpy.Event, None, None]:
         version = self.adapter.version(scope)
         device = self.devices[device_id]
-        if version <= device.state.version:
-            return
-        tensors = {
-            k: v.to(self.state_dtype) if v.is_floating_point() else v
-            for k, v in self.adapter.norm_state(scope).items()
-        }
-        nbytes = self.header_bytes + norm_state_nbytes(tensors, self.state_dtype)
+        if self.payload == "delta":
+            base = self._sent.get(device_id, device.state)
+            if version <= base.version:
+                return
+            tensors, nbytes = delta_payload(
+                base.tensors, self.adapter.norm_state(scope), self.state_dtype, self.tolerance
+            )
+        else:
+            if version <= device.state.version:
+                return
+            tensors = {
+                k: v.to(self.state_dtype).float() if v.is_floating_point() else v
+                for k, v in self.adapter.norm_state(scope).items()
+            }
+            nbytes = norm_state_nbytes(tensors, self.state_dtype)
+        nbytes += self.header_bytes
         state = NormState(
-            tensors={k: v.float() for k, v in tensors.items()},
+            tensors=tensors,
             version=version,
             produced_s=self._produced_s[scope],
             samples_s=self._samples_s[scope],
         )
+        if self.payload == "delta":
+            self._sent[device_id] = state
         yield self.env.process(device.downlink.send(nbytes))
         self.recorder.message(
             "download",
@@ -185,3 +202,35 @@ class Cloud:
             version=version,
         )
         device.receive(state)
+
+
+def delta_payload(
+    held: dict[str, torch.Tensor],
+    new: dict[str, torch.Tensor],
+    dtype: torch.dtype,
+    tolerance: float = 0.0,
+) -> tuple[dict[str, torch.Tensor], int]:
+    """The state a device reconstructs from a delta against ``held``, and the delta's bytes.
+
+    Per tensor, the difference ``new - held`` is sent in ``dtype``; entries whose difference rounds
+    to zero, or is at most ``tolerance`` in magnitude, are left out (the device keeps its value; the
+    cloud deltas against what the device really holds, so a skipped change is sent once it grows
+    beyond the tolerance: the device never drifts further than that). A tensor goes sparse (4-byte index + value per changed entry) when that is
+    smaller than dense (every value). The device adds the received difference to what it holds, so
+    its state is ``held + delta`` (in fp16, the difference's rounding, not the state's, is lost).
+    """
+    item = torch.empty((), dtype=dtype).element_size()
+    out: dict[str, torch.Tensor] = {}
+    nbytes = 0
+    for key, value in new.items():
+        if not value.is_floating_point():
+            out[key] = value
+            nbytes += value.numel() * value.element_size()
+            continue
+        diff = (value.float() - held[key].float()).to(dtype)
+        if tolerance > 0:
+            diff = torch.where(diff.float().abs() <= tolerance, torch.zeros_like(diff), diff)
+        changed = int(torch.count_nonzero(diff))
+        nbytes += min(changed * (item + 4), diff.numel() * item)
+        out[key] = held[key].float() + diff.float()
+    return out, nbytes
