@@ -24,7 +24,10 @@ class _Adapter:
         self.versions: dict[int, int] = {}
 
     def observe(self, scope, images):
-        self.calls.append((images[:, 0, 0, 0] * 255).round().int().tolist())  # pixel = tag
+        tags = (images[:, 0, 0, 0] * 255).round().int().tolist()  # pixel = message tag
+        self.calls.append(tags)
+        if tags == [9]:  # tag 9: a message that triggers no step
+            return AdaptStats()
         self.versions[scope] = self.versions.get(scope, 0) + 1
         return AdaptStats(steps=1, samples=len(images))
 
@@ -102,7 +105,8 @@ def test_oldest_first_serves_the_earliest_taken_samples():
 def test_gather_serves_several_messages_of_one_scope_together():
     order, devices = _serve_order("fifo", ARRIVALS, gather=3)
     assert order == [[1, 2, 3], [4, 5]]
-    assert all(devices[d].state.version == 3 for d in (0, 1, 2))
+    # device 1 was last served with the first gathered batch (version 2); 0 and 2 with the last
+    assert [devices[d].state.version for d in (0, 1, 2)] == [3, 2, 3]
     per_device, _ = _serve_order("fifo", ARRIVALS, gather=3, per_device_scope=True)
     assert per_device == [[1, 2], [3, 5], [4]]  # never mixes scopes
 
@@ -163,3 +167,38 @@ def test_delta_downloads_track_what_each_device_holds():
     base["cloud"]["delta_tolerance"] = 1e-2
     lossy = run_scenario(scenario_from_dict(base)).summary
     assert lossy["download_bytes"] < exact["download_bytes"]
+
+
+def test_with_several_workers_no_device_gets_a_state_still_being_computed():
+    env = simpy.Environment()
+    adapter = _Adapter()
+    devices = {d: _device() for d in range(3)}
+    cloud = Cloud(
+        env,
+        adapter,
+        devices,
+        workers=2,
+        ms_per_step=1000.0,
+        per_device_scope=False,
+        state_dtype=torch.float32,
+        header_bytes=0,
+        recorder=EventRecorder(),
+    )
+
+    def message(device, tag):
+        return UploadMessage(device, 0, torch.full((1, 3, 2, 2), tag, dtype=torch.uint8), 10, 0.0)
+
+    seen = {}
+
+    def scenario():
+        cloud.deliver(message(0, 1))  # worker 1 computes version 1 from t=0 to t=1
+        yield env.timeout(0.5)
+        cloud.deliver(message(2, 9))  # worker 2: no step; version 1 is not finished yet
+        yield env.timeout(0.1)
+        seen["device 2 at 0.6"] = devices[2].state.version
+        seen["latest at 0.6"] = cloud.latest_version(2)
+
+    env.process(scenario())
+    env.run()
+    assert seen == {"device 2 at 0.6": 0, "latest at 0.6": 0}
+    assert devices[0].state.version == 1 and cloud.latest_version(0) == 1

@@ -77,8 +77,10 @@ class Cloud:
         self._arrivals = 0
         self._last_device = -1
         self._idle: list[simpy.Event] = []
-        self._produced_s: dict[object, float] = {}
-        self._samples_s: dict[object, float] = {}
+        # per scope, the newest state whose simulated compute is over: (version, tensors,
+        # produced_s, samples_s). With several workers the adapter may already hold a newer state
+        # that another worker is still "computing"; devices never receive it before it is done.
+        self._published: dict[object, tuple[int, dict[str, torch.Tensor], float, float]] = {}
         for _ in range(workers):
             env.process(self._worker())
 
@@ -86,8 +88,9 @@ class Cloud:
         return device if self.per_device_scope else 0
 
     def latest_version(self, device: int) -> int:
-        """Version of the state the cloud holds for ``device``'s scope now."""
-        return self.adapter.version(self.scope(device))
+        """Version of the newest finished state of ``device``'s scope now."""
+        published = self._published.get(self.scope(device))
+        return 0 if published is None else published[0]
 
     def deliver(self, message: UploadMessage) -> None:
         """Called when an upload has arrived: it joins the queue; an idle worker wakes up."""
@@ -145,11 +148,14 @@ class Cloud:
             images = torch.cat([m.images for m in messages]).float().div_(255.0)
             stats = self.adapter.observe(scope, images)
             if stats.steps:
+                version, tensors = self.adapter.version(scope), self.adapter.norm_state(scope)
                 yield self.env.timeout(stats.steps * self.step_s)
                 self.busy_s += stats.steps * self.step_s
-                self._produced_s[scope] = self.env.now
                 newest = max(m.sent_s for m in messages)
-                self._samples_s[scope] = max(self._samples_s.get(scope, newest), newest)
+                published = self._published.get(scope)
+                if published is None or version > published[0]:
+                    samples_s = newest if published is None else max(published[3], newest)
+                    self._published[scope] = (version, tensors, self.env.now, samples_s)
                 self.recorder.message(
                     "update",
                     sim_time_s=self.env.now,
@@ -157,7 +163,7 @@ class Cloud:
                     scope=scope,
                     steps=stats.steps,
                     samples=stats.samples,
-                    version=self.adapter.version(scope),
+                    version=version,
                     queue_s=started_s - messages[0].sent_s,  # of the first (scheduled) message
                     messages=len(messages),
                 )
@@ -167,29 +173,28 @@ class Cloud:
                 self.env.process(self._download(device, scope))
 
     def _download(self, device_id: int, scope: int) -> Generator[simpy.Event, None, None]:
-        version = self.adapter.version(scope)
+        if scope not in self._published:
+            return
+        version, cloud_state, produced_s, samples_s = self._published[scope]
         device = self.devices[device_id]
         if self.payload == "delta":
             base = self._sent.get(device_id, device.state)
             if version <= base.version:
                 return
             tensors, nbytes = delta_payload(
-                base.tensors, self.adapter.norm_state(scope), self.state_dtype, self.tolerance
+                base.tensors, cloud_state, self.state_dtype, self.tolerance
             )
         else:
             if version <= device.state.version:
                 return
             tensors = {
                 k: v.to(self.state_dtype).float() if v.is_floating_point() else v
-                for k, v in self.adapter.norm_state(scope).items()
+                for k, v in cloud_state.items()
             }
             nbytes = norm_state_nbytes(tensors, self.state_dtype)
         nbytes += self.header_bytes
         state = NormState(
-            tensors=tensors,
-            version=version,
-            produced_s=self._produced_s[scope],
-            samples_s=self._samples_s[scope],
+            tensors=tensors, version=version, produced_s=produced_s, samples_s=samples_s
         )
         if self.payload == "delta":
             self._sent[device_id] = state

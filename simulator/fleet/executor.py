@@ -24,7 +24,9 @@ the device's state object changes), never a model copy.
 
 Three executors, chosen per run (``fleetsim run --executor``):
 
-* ``batched`` (default): all pending requests of the fleet in one pass, up to ``max_rows`` rows;
+* ``batched`` (default): all pending requests of the fleet, in passes of up to ``max_rows`` rows
+  (128 by default: on the 2-core x86 machine of benchmarks/speed.md, ResNet-20 at 32x32 runs
+  fastest per image at 64-128 rows and slows down beyond, 1,400 vs 600 images/s at 64 vs 1,024);
 * ``serial``: the same row-wise kernels, one request per pass (the exactness reference);
 * ``naive``: the per-device loop a straightforward simulator would run: load the device's state
   into the model's BN layers, run its batch alone (eval-mode BN arithmetic, so logits agree with
@@ -171,7 +173,7 @@ class FleetExecutor:
         *,
         kind: ExecutorKind = "batched",
         batch_statistics: bool = False,
-        max_rows: int = 4096,
+        max_rows: int = 128,
         channels_last: bool = True,
         load: Callable[[Sequence[object]], list[torch.Tensor]] | None = None,
     ):
