@@ -6,7 +6,6 @@ import hashlib
 import io
 import pickle
 import tarfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -65,11 +64,13 @@ def test_synthetic_size_keeps_a_prefix_of_the_larger_set():
     assert np.array_equal(small.labels, large.labels[:1500])
 
 
-def test_synthetic_generates_fifty_thousand_images_in_seconds():
-    start = time.perf_counter()
+def test_synthetic_train_split_generates_a_large_balanced_set():
+    # (its generation speed is a benchmark matter, not asserted here)
     ds = create_dataset("synthetic", split="train", size=20_000)
-    assert len(ds) == 20_000
-    assert time.perf_counter() - start < 15.0  # ~3 s alone on 2 cores; generous for shared CPUs
+    assert len(ds) == 20_000 and ds.images.shape == (20_000, 32, 32, 3)
+    assert ds.images.dtype == np.uint8
+    counts = np.bincount(ds.labels, minlength=10)
+    assert counts.min() >= 1_800 and counts.max() <= 2_200
 
 
 def test_synthetic_classes_are_not_separable_by_colour_alone():
