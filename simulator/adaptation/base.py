@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from pydantic import BaseModel
@@ -26,6 +26,7 @@ __all__ = [
     "AdaptStats",
     "CloudAdapter",
     "EdgeNorm",
+    "ScopedAdapter",
 ]
 
 
@@ -85,3 +86,25 @@ class CloudAdapter(ABC):
     @abstractmethod
     def version(self, scope: Hashable) -> int:
         """Number of updates of ``scope``'s edge state so far (0 = the source model)."""
+
+
+class ScopedAdapter(CloudAdapter):
+    """An adapter keeping one record per scope in ``self._scopes``, each with the scope's edge
+    ``norm`` state, its ``version`` (steps so far) and its ``pending`` uploads (carried over to the
+    next full cloud batch, or None); scopes without a record hold the source state."""
+
+    _scopes: dict[Hashable, Any]
+
+    def norm_state(self, scope: Hashable) -> dict[str, torch.Tensor]:
+        """The BN affine + running statistics of ``scope`` (the source state before updates)."""
+        state = self._scopes[scope].norm if scope in self._scopes else self._source_state
+        return {name: tensor.clone() for name, tensor in state.items()}
+
+    def version(self, scope: Hashable) -> int:
+        """Edge optimisation steps taken for ``scope``."""
+        return self._scopes[scope].version if scope in self._scopes else 0
+
+    def pending(self, scope: Hashable) -> int:
+        """Uploads of ``scope`` carried over, waiting for a full cloud batch."""
+        state = self._scopes.get(scope)
+        return 0 if state is None or state.pending is None else len(state.pending)

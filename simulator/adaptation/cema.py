@@ -40,7 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from simulator.adaptation import ADAPTERS
-from simulator.adaptation.base import AdaptStats, CloudAdapter
+from simulator.adaptation.base import AdaptStats, ScopedAdapter
 from simulator.adaptation.losses import cema_distillation_loss, teacher_entropy_loss
 from simulator.adaptation.replay import ReplayBuffer
 from simulator.models.logit_cache import LogitCache
@@ -98,7 +98,7 @@ class _ScopeState:
 
 
 @ADAPTERS.register("cema")
-class CemaAdapter(CloudAdapter):
+class CemaAdapter(ScopedAdapter):
     """CEMA: teacher entropy step, then replay-based entropy distillation into the edge BN."""
 
     class Config(BaseModel):
@@ -210,23 +210,9 @@ class CemaAdapter(CloudAdapter):
             )
         return self._scopes[scope]
 
-    def norm_state(self, scope: Hashable) -> dict[str, torch.Tensor]:
-        """Affine + running statistics of ``scope``'s edge model (source state before updates)."""
-        state = self._scopes[scope].norm if scope in self._scopes else self._source_state
-        return {name: tensor.clone() for name, tensor in state.items()}
-
-    def version(self, scope: Hashable) -> int:
-        """Edge optimisation steps taken for ``scope``."""
-        return self._scopes[scope].version if scope in self._scopes else 0
-
     def replay_size(self, scope: Hashable) -> int:
         """Uploads currently stored in ``scope``'s replay buffer."""
         return len(self._scopes[scope].replay) if scope in self._scopes else 0
-
-    def pending(self, scope: Hashable) -> int:
-        """Uploads of ``scope`` carried over, waiting for a full cloud batch."""
-        state = self._scopes.get(scope)
-        return 0 if state is None or state.pending is None else len(state.pending)
 
     # -- learning ----------------------------------------------------------------------------
     def observe(self, scope: Hashable, images: torch.Tensor) -> AdaptStats:

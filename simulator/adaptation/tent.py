@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from simulator.adaptation import ADAPTERS
-from simulator.adaptation.base import AdaptStats, CloudAdapter
+from simulator.adaptation.base import AdaptStats, ScopedAdapter
 from simulator.adaptation.losses import softmax_entropy
 from simulator.models.norm import (
     configure_norm_adaptation,
@@ -55,7 +55,7 @@ class EntropyScope:
     version: int = 0
 
 
-class EntropyAdapter(CloudAdapter):
+class EntropyAdapter(ScopedAdapter):
     """Base of teacher-free entropy minimisation on the edge BN affine (Tent, EATA).
 
     Subclasses define ``_loss`` (``None``: no step on this batch) and may extend the scope.
@@ -115,20 +115,6 @@ class EntropyAdapter(CloudAdapter):
         if scope not in self._scopes:
             self._scopes[scope] = self._new_scope()
         return self._scopes[scope]
-
-    def norm_state(self, scope: Hashable) -> dict[str, torch.Tensor]:
-        """Adapted BN affine + source running statistics of ``scope`` (source state before)."""
-        state = self._scopes[scope].norm if scope in self._scopes else self._source_state
-        return {name: tensor.clone() for name, tensor in state.items()}
-
-    def version(self, scope: Hashable) -> int:
-        """Optimizer steps taken for ``scope``."""
-        return self._scopes[scope].version if scope in self._scopes else 0
-
-    def pending(self, scope: Hashable) -> int:
-        """Uploads of ``scope`` carried over, waiting for a full cloud batch."""
-        state = self._scopes.get(scope)
-        return 0 if state is None or state.pending is None else len(state.pending)
 
     # -- learning ----------------------------------------------------------------------------
     def observe(self, scope: Hashable, images: torch.Tensor) -> AdaptStats:
