@@ -49,23 +49,26 @@ def _device():
     return device
 
 
+def _cloud(env, adapter, devices, **options) -> Cloud:
+    """A cloud over the stand-in adapter: one-second steps, one worker and fifo unless told."""
+    settings = dict(
+        workers=1,
+        ms_per_step=1000.0,
+        per_device_scope=False,
+        state_dtype=torch.float32,
+        header_bytes=0,
+        recorder=EventRecorder(),
+    )
+    return Cloud(env, adapter, devices, **(settings | options))
+
+
 def _serve_order(schedule: str, arrivals, gather: int = 1, per_device_scope: bool = False):
     """Messages (device, sent_s, tag) all arrive at t=1 while the one worker is busy with tag 0."""
     env = simpy.Environment()
     adapter = _Adapter()
     devices = {d: _device() for d in range(4)}
-    cloud = Cloud(
-        env,
-        adapter,
-        devices,
-        workers=1,
-        ms_per_step=1000.0,
-        per_device_scope=per_device_scope,
-        state_dtype=torch.float32,
-        header_bytes=0,
-        recorder=EventRecorder(),
-        schedule=schedule,
-        gather=gather,
+    cloud = _cloud(
+        env, adapter, devices, per_device_scope=per_device_scope, schedule=schedule, gather=gather
     )
 
     def message(device, sent_s, tag):
@@ -173,17 +176,7 @@ def test_with_several_workers_no_device_gets_a_state_still_being_computed():
     env = simpy.Environment()
     adapter = _Adapter()
     devices = {d: _device() for d in range(3)}
-    cloud = Cloud(
-        env,
-        adapter,
-        devices,
-        workers=2,
-        ms_per_step=1000.0,
-        per_device_scope=False,
-        state_dtype=torch.float32,
-        header_bytes=0,
-        recorder=EventRecorder(),
-    )
+    cloud = _cloud(env, adapter, devices, workers=2)
 
     def message(device, tag):
         return UploadMessage(device, 0, torch.full((1, 3, 2, 2), tag, dtype=torch.uint8), 10, 0.0)

@@ -121,20 +121,7 @@ class EdgeDevice:
         (a full queue may drop it)."""
         sent_s = self.env.now
         outcome = yield self.env.process(self.uplink.send(nbytes))
-        if outcome is not Delivery.DELIVERED:
-            self.recorder.message(
-                "drop",
-                sim_time_s=self.env.now,
-                sent_s=sent_s,
-                device=self.id,
-                batch=batch,
-                samples=len(images),
-                bytes=nbytes,
-                reason=str(outcome),
-            )
-            return
-        self.recorder.message(
-            "upload",
+        fields = dict(
             sim_time_s=self.env.now,
             sent_s=sent_s,
             device=self.id,
@@ -142,6 +129,10 @@ class EdgeDevice:
             samples=len(images),
             bytes=nbytes,
         )
+        if outcome is not Delivery.DELIVERED:
+            self.recorder.message("drop", **fields, reason=str(outcome))
+            return
+        self.recorder.message("upload", **fields)
         self.deliver(UploadMessage(self.id, batch, images, nbytes, sent_s))
 
     def receive(self, state: NormState) -> None:

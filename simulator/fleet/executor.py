@@ -45,12 +45,8 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from simulator.adaptation.losses import softmax_entropy
+from simulator.models.logit_cache import MIN_EXACT_ROWS
 from simulator.models.norm import norm_layers, set_norm_state, use_batch_statistics
-
-#: Passes of fewer rows are padded to this many: CPU kernels for 1-2 images round differently
-#: from those for larger batches (measured for conv nets on x86 with torch 2.14), while every
-#: size from 3 up gave bit-identical rows.
-_MIN_ROWS = 4
 
 ExecutorKind = Literal["batched", "serial", "naive"]
 EXECUTORS: tuple[str, ...] = ("batched", "serial", "naive")
@@ -245,7 +241,9 @@ class FleetExecutor:
         sizes = [len(x) for x in images]  # type: ignore[arg-type]
         x = torch.cat(images).float().div_(255.0)  # type: ignore[arg-type]
         real = len(x)
-        pad = max(0, _MIN_ROWS - real)  # tiny passes take other CPU kernels: pad them with copies
+        pad = max(
+            0, MIN_EXACT_ROWS - real
+        )  # tiny passes take other CPU kernels: pad them with copies
         if pad:
             x = torch.cat([x, x[:1].expand(pad, -1, -1, -1)])
         x = x.contiguous(memory_format=self.memory_format)
