@@ -480,6 +480,148 @@ def report(
         console.print(f"wrote {path}")
 
 
+TABLE_OUT = Path("table")
+
+
+class TableProtocol(str, Enum):
+    auto = "auto"
+    reset = "reset"
+    continual = "continual"
+
+
+class BytesPer(str, Enum):
+    device = "device"
+    total = "total"
+
+
+def _labels(items: list[str] | None) -> dict[str, str]:
+    labels = {}
+    for item in items or []:
+        key, sep, name = item.partition("=")
+        if not sep or not key.strip() or not name.strip():
+            errors.print(
+                f"[bold red]error:[/] --label {item!r}: expected KEY=NAME, e.g. cema/cema=CEMA",
+                highlight=False,
+            )
+            raise typer.Exit(2)
+        labels[key.strip()] = name.strip()
+    return labels
+
+
+@app.command()
+def table(
+    runs: Annotated[
+        list[Path], typer.Argument(help="Run folders and/or sweep folders (all their runs).")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Writes OUT.md, OUT.tex.")] = TABLE_OUT,
+    by: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Row key, repeatable: 'method' (from cloud.adapter + policy.name), a swept or "
+            "dotted config key (policy.random.p), or a summary field. Default: method."
+        ),
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Rename a row, repeatable: ADAPTER/POLICY=NAME or OLD=NAME "
+            "(e.g. --label 'cema/cema=CEMA (ours)')."
+        ),
+    ] = None,
+    protocol: Annotated[
+        TableProtocol,
+        typer.Option(help="reset: one run per corruption; continual: domains inside each run."),
+    ] = TableProtocol.auto,
+    bytes_per: Annotated[
+        BytesPer, typer.Option(help="Upload/download MB per device or for the whole fleet.")
+    ] = BytesPer.device,
+    decimals: Annotated[int, typer.Option(min=0, help="Decimals of error and upload %.")] = 1,
+    full_names: Annotated[
+        bool, typer.Option(help="Full corruption names as column headers.")
+    ] = False,
+) -> None:
+    """Method-comparison table (CIFAR-10-C style): error % per corruption and mean, uploaded
+    samples %, upload and download MB; mean ± 95% t-interval over seeds. Writes OUT.md and
+    OUT.tex (booktabs) and prints the Markdown."""
+    from analysis import tta
+
+    try:
+        per_seed = tta.seed_table(
+            runs,
+            by=by or ["method"],
+            labels=_labels(label),
+            protocol=protocol.value,  # type: ignore[arg-type]
+            bytes_per=bytes_per.value,  # type: ignore[arg-type]
+        )
+        text = tta.tta_table(per_seed, decimals=decimals, short_names=not full_names)
+        paths = tta.write_table(text, out)
+    except (FileNotFoundError, ValueError) as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    console.print(paths[0].read_text(), highlight=False, markup=False, soft_wrap=True)
+    for path in paths:
+        console.print(f"wrote {path}")
+
+
+class BudgetMatch(str, Enum):
+    bytes = "bytes"
+    samples = "samples"
+
+
+@app.command("match-budget")
+def match_budget(
+    runs: Annotated[
+        list[Path], typer.Argument(help="The reference runs (e.g. CEMA's): run or sweep folders.")
+    ],
+    match: Annotated[
+        BudgetMatch,
+        typer.Option(help="Match sent bytes (headers included) or uploaded samples."),
+    ] = BudgetMatch.bytes,
+    method: Annotated[
+        str | None,
+        typer.Option(help="Only this method's runs: ADAPTER/POLICY (cema/cema) or label (CEMA)."),
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """policy.random.p at which random upload spends the reference runs' budget; prints the
+    pooled p with its --set arguments and, for one-corruption (reset) runs, one p per corruption
+    with --zip arguments for `fleetsim sweep`."""
+    import json
+    import shlex
+
+    from analysis.tta import matched_random_p
+
+    try:
+        found = matched_random_p(runs, match=match.value, method=method)  # type: ignore[arg-type]
+    except (FileNotFoundError, ValueError) as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    zipped = found.zip_args() if found.per_domain else []
+    if json_:
+        record = {
+            "p": found.p,
+            "match": found.match,
+            "samples": found.samples,
+            "uploaded_samples": found.uploaded_samples,
+            "sent_bytes": found.sent_bytes,
+            "per_domain": found.per_domain,
+            "set_args": found.set_args(),
+            "zip_args": zipped,
+        }
+        console.print_json(json.dumps(record))
+        return
+    console.print(
+        f"p = {found.p:.6g} (match {found.match}: {found.uploaded_samples:,} of "
+        f"{found.samples:,} samples uploaded, {found.sent_bytes:,} bytes sent)",
+        highlight=False,
+    )
+    console.print(shlex.join(found.set_args()), highlight=False, markup=False)
+    if zipped:
+        for domain, p in found.per_domain.items():
+            console.print(f"  {domain}: p = {p:.6g}", highlight=False)
+        console.print(shlex.join(zipped), highlight=False, markup=False, soft_wrap=True)
+
+
 DatasetOption = Annotated[
     str, typer.Option("--dataset", "-d", help="Dataset name (see `fleetsim list datasets`).")
 ]
