@@ -336,13 +336,16 @@ def seed_table(
     labels: Mapping[str, str] | None = None,
     protocol: Protocol = "auto",
     bytes_per: BytesPer = "device",
+    allow_missing: bool = False,
 ) -> pd.DataFrame:
     """One row per (row key, severity, seed) with numbers (not text): the ``by`` keys, ``severity``,
     ``seed``, ``runs``, each corruption's error in % (columns named by corruption), ``mean_error``
     (%), ``upload_pct``, ``upload_bytes`` and ``download_bytes`` (per device or total).
 
     ``attrs`` hold ``domains`` (corruption columns in order), ``protocol``, ``bytes_per``, ``by``.
-    Raises :class:`TableError` when two runs give the same cell or a row lacks a cell others have.
+    Raises :class:`TableError` when two runs give the same cell or a row lacks a cell others have;
+    with ``allow_missing`` (a sweep still running) a missing cell is NaN, and so are that seed's
+    mean error and upload numbers, which would otherwise cover a different set of corruptions.
     """
     if bytes_per not in ("device", "total"):
         raise ValueError(f"unknown bytes_per {bytes_per!r}; allowed: device, total")
@@ -381,7 +384,8 @@ def seed_table(
 
     domains = domain_order(c for row in cells.values() for c in row)
     corruptions = [d for d in domains if d != "clean"]
-    _check_complete(by, cells, domains)
+    if not allow_missing:
+        _check_complete(by, cells, domains)
 
     records = []
     for key, row in cells.items():
@@ -393,15 +397,14 @@ def seed_table(
         record.update(severity=key[-2], seed=key[-1], runs=len(group), _order=ranks[key])
         for domain in domains:
             record[domain] = 100.0 * (1.0 - row[domain][1].accuracy) if domain in row else np.nan
-        present = [record[c] for c in corruptions if c in row]
-        record["mean_error"] = float(np.mean(present)) if present else np.nan
-        record["upload_pct"] = 100.0 * uploaded / samples if samples else np.nan
-        record["upload_bytes"] = sum(
-            float(r.summary.get("upload_bytes", 0)) / per(r) for r in group
-        )
-        record["download_bytes"] = sum(
-            float(r.summary.get("download_bytes", 0)) / per(r) for r in group
-        )
+        complete = all(d in row for d in domains)
+        mean_error = np.mean([record[c] for c in corruptions]) if corruptions else np.nan
+        record["mean_error"] = float(mean_error) if complete else np.nan
+        # an incomplete reset row lacks runs, so its sums would be too small: NaN as well
+        record["upload_pct"] = 100.0 * uploaded / samples if samples and complete else np.nan
+        for metric in ("upload_bytes", "download_bytes"):
+            total = sum(float(r.summary.get(metric, 0)) / per(r) for r in group)
+            record[metric] = total if complete else np.nan
         records.append(record)
     frame = pd.DataFrame(records)
     sort_cols = ["_sev", "_order", *by, "seed"]
@@ -441,21 +444,28 @@ def human_mb(value_bytes: float) -> float:
 
 
 def _decimals(value: float) -> int:
-    size = abs(value)
-    if size >= 100:
+    """Decimals that show three significant digits of ``value`` (0 for 0 and values >= 100)."""
+    if value == 0 or not math.isfinite(value):
         return 0
-    if size >= 10:
-        return 1
-    if size >= 1:
-        return 2
-    return 3
+    return min(max(2 - math.floor(math.log10(abs(value))), 0), 6)
 
 
-def format_interval(values: Sequence[float], decimals: int | None = None) -> str:
-    """``"mean ± half-width"`` of the 95% t-interval over seeds; just the mean for one seed."""
-    mean, half = t_interval(np.asarray(values, dtype=float))
+def format_interval(
+    values: Sequence[float], decimals: int | None = None, seeds: int | None = None
+) -> str:
+    """``"mean ± half-width"`` of the 95% t-interval over seeds; just the mean for one seed.
+
+    Missing values (NaN) are left out; when fewer than ``seeds`` remain the cell says how many
+    (``"(n=2)"``), and with none it is ``"–"``. ``decimals`` None: three significant digits.
+    """
+    array = np.asarray(values, dtype=float)
+    array = array[np.isfinite(array)]
+    if not len(array):
+        return "–"
+    mean, half = t_interval(array)
     digits = _decimals(mean) if decimals is None else decimals
-    return f"{mean:.{digits}f} ± {half:.{digits}f}" if len(values) > 1 else f"{mean:.{digits}f}"
+    text = f"{mean:.{digits}f} ± {half:.{digits}f}" if len(array) > 1 else f"{mean:.{digits}f}"
+    return text + (f" (n={len(array)})" if seeds is not None and len(array) < seeds else "")
 
 
 def tta_table(per_seed: pd.DataFrame, decimals: int = 1, short_names: bool = True) -> pd.DataFrame:
@@ -475,11 +485,11 @@ def tta_table(per_seed: pd.DataFrame, decimals: int = 1, short_names: bool = Tru
         row["Seeds"] = str(len(group))
         for domain in domains:
             name = SHORT_NAMES.get(domain, domain) if short_names else domain
-            row[name] = format_interval(group[domain], decimals)
-        row["Mean err. %"] = format_interval(group["mean_error"], decimals)
-        row["Upload %"] = format_interval(group["upload_pct"], decimals)
-        row[f"Up {unit}"] = format_interval(group["upload_bytes"].map(human_mb))
-        row[f"Down {unit}"] = format_interval(group["download_bytes"].map(human_mb))
+            row[name] = format_interval(group[domain], decimals, seeds=len(group))
+        row["Mean err. %"] = format_interval(group["mean_error"], decimals, seeds=len(group))
+        row["Upload %"] = format_interval(group["upload_pct"], decimals, seeds=len(group))
+        for metric, name in (("upload_bytes", "Up"), ("download_bytes", "Down")):
+            row[f"{name} {unit}"] = format_interval(group[metric].map(human_mb), seeds=len(group))
         rows.append(row)
     table = pd.DataFrame(rows)
     table.attrs.update(per_seed.attrs)

@@ -539,6 +539,13 @@ def table(
     full_names: Annotated[
         bool, typer.Option(help="Full corruption names as column headers.")
     ] = False,
+    allow_missing: Annotated[
+        bool,
+        typer.Option(
+            help="Show missing cells as '–' (and a cell's seed count as (n=k) when some lack it) "
+            "instead of stopping; e.g. while a sweep is still running."
+        ),
+    ] = False,
 ) -> None:
     """Method-comparison table (CIFAR-10-C style): error % per corruption and mean, uploaded
     samples %, upload and download MB; mean ± 95% t-interval over seeds. Writes OUT.md and
@@ -552,6 +559,7 @@ def table(
             labels=_labels(label),
             protocol=protocol.value,  # type: ignore[arg-type]
             bytes_per=bytes_per.value,  # type: ignore[arg-type]
+            allow_missing=allow_missing,
         )
         text = tta.tta_table(per_seed, decimals=decimals, short_names=not full_names)
         paths = tta.write_table(text, out)

@@ -217,8 +217,9 @@ def test_table_cells_are_mean_and_t_interval_over_three_seeds(tmp_path):
     assert source["Seeds"] == "3" and source["Sev."] == "5"
     cema = table[table["Method"] == "CEMA"].iloc[0]
     assert cema["Upload %"] == "20.00 ± 0.00"
-    assert cema["Up MB/dev"] == "0.030 ± 0.000"  # 3 x 10,064 B
-    assert cema["Down MB/dev"] == "0.015 ± 0.000"
+    assert cema["Up MB/dev"] == "0.0302 ± 0.0000"  # 3 x 10,064 B
+    assert cema["Down MB/dev"] == "0.0150 ± 0.0000"
+    assert source["Up MB/dev"] == "0 ± 0"
 
 
 def test_continual_runs_give_the_same_cells_from_domains_inside_each_run(tmp_path):
@@ -299,6 +300,14 @@ def test_a_missing_corruption_run_is_an_error_naming_it(tmp_path):
     victim.rmdir()
     with pytest.raises(tta.TableError, match="method=CEMA, severity=5, seed=1 lacks fog"):
         tta.seed_table([sweep])
+    per_seed = tta.seed_table([sweep], allow_missing=True)
+    cema = per_seed[per_seed["method"] == "CEMA"].set_index("seed")
+    assert np.isnan(cema.loc[1, "fog"]) and np.isnan(cema.loc[1, "mean_error"])
+    assert np.isnan(cema.loc[1, "upload_bytes"]) and cema.loc[1, "gaussian_noise"] == 23.0
+    row = tta.tta_table(per_seed).set_index("Method").loc["CEMA"]
+    # fog errors of seeds 0 and 2: 15 and 12; t(97.5%, 1 dof) = 12.7062 -> 12.7062 * 1.5 = 19.06
+    assert row["Fog"] == "13.5 ± 19.1 (n=2)"
+    assert row["Seeds"] == "3" and row["Gauss."].count("(n=") == 0
 
 
 def test_runs_that_differ_in_an_unlisted_key_are_an_error_until_it_is_a_row_key(tmp_path):
