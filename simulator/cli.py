@@ -1,4 +1,5 @@
-"""The ``fleetsim`` command line: run, validate, list, zoo, sweep, plot, report."""
+"""The ``fleetsim`` command line: run, validate, list, zoo, sweep, plot, report, table,
+match-budget."""
 
 from __future__ import annotations
 

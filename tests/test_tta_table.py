@@ -354,6 +354,13 @@ def test_cli_table_prints_markdown_writes_files_and_fails_clearly(tmp_path):
     assert mixed.exit_code == 2 and "runs of both protocols" in mixed.output
     bad = runner.invoke(app, ["table", str(sweep), "--label", "nonsense"])
     assert bad.exit_code == 2 and "expected KEY=NAME" in bad.output
+    for child in (victim := next(sweep.glob("c=fog__a=none*s=2*"))).iterdir():
+        child.unlink()
+    victim.rmdir()
+    partial = runner.invoke(app, ["table", str(sweep), "--out", str(out)])
+    assert partial.exit_code == 2 and "seed=2 lacks fog" in partial.output
+    partial = runner.invoke(app, ["table", str(sweep), "--out", str(out), "--allow-missing"])
+    assert partial.exit_code == 0 and "(n=2)" in out.with_suffix(".md").read_text()
 
 
 # --------------------------------------------------------------------------------------------------
