@@ -467,3 +467,22 @@ def test_a_real_engine_run_is_read_and_random_at_its_budget_spends_about_as_much
     assert spent["upload_bytes"] == pytest.approx(found.sent_bytes, rel=0.3)
     both = tta.tta_table(tta.seed_table([cema, random]))
     assert both["Method"].tolist() == ["CEMA", "none/random"]  # known methods first
+
+
+def test_clean_is_a_column_first_but_not_part_of_the_mean(tmp_path):
+    write_run(
+        tmp_path / "runs" / "cema",
+        seed=0,
+        adapter="cema",
+        policy="cema",
+        domains={"fog": (80, 20), "clean": (90, 0), "snow": (70, 20)},
+    )
+    per_seed = tta.seed_table([tmp_path / "runs"])
+    assert per_seed.attrs["domains"] == ["clean", "snow", "fog"]
+    assert per_seed.loc[0, "clean"] == pytest.approx(10.0)
+    assert per_seed.loc[0, "mean_error"] == pytest.approx(25.0)  # (20 + 30) / 2
+    assert per_seed.loc[0, "severity"] == 5
+    assert per_seed.loc[0, "upload_pct"] == pytest.approx(40 / 300 * 100)
+    table = tta.tta_table(per_seed)
+    assert list(table.columns[3:6]) == ["Clean", "Snow", "Fog"]
+    assert table.loc[0, "Seeds"] == "1" and table.loc[0, "Mean err. %"] == "25.0"
