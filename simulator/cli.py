@@ -547,6 +547,13 @@ def table(
             "instead of stopping; e.g. while a sweep is still running."
         ),
     ] = False,
+    corruption_ci: Annotated[
+        bool,
+        typer.Option(
+            help="Confidence intervals in the corruption cells too (--no-corruption-ci: means "
+            "there, intervals only on mean error, upload and bytes; narrower)."
+        ),
+    ] = True,
 ) -> None:
     """Method-comparison table (CIFAR-10-C style): error % per corruption and mean, uploaded
     samples %, upload and download MB; mean ± 95% t-interval over seeds. Writes OUT.md and
@@ -562,7 +569,12 @@ def table(
             bytes_per=bytes_per.value,  # type: ignore[arg-type]
             allow_missing=allow_missing,
         )
-        text = tta.tta_table(per_seed, decimals=decimals, short_names=not full_names)
+        text = tta.tta_table(
+            per_seed,
+            decimals=decimals,
+            short_names=not full_names,
+            ci="all" if corruption_ci else "summary",
+        )
         paths = tta.write_table(text, out)
     except (FileNotFoundError, ValueError) as exc:
         errors.print(f"[bold red]error:[/] {exc}", highlight=False)

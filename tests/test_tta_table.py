@@ -220,6 +220,9 @@ def test_table_cells_are_mean_and_t_interval_over_three_seeds(tmp_path):
     assert cema["Up MB/dev"] == "0.0302 ± 0.0000"  # 3 x 10,064 B
     assert cema["Down MB/dev"] == "0.0150 ± 0.0000"
     assert source["Up MB/dev"] == "0 ± 0"
+    narrow = tta.tta_table(per_seed, decimals=2, ci="summary").iloc[0]
+    assert narrow["Gauss."] == "63.00" and narrow["Mean err. %"] == source["Mean err. %"]
+    assert "Corruption cells: mean over seeds" in tta.caption(tta.tta_table(per_seed, ci="summary"))
 
 
 def test_continual_runs_give_the_same_cells_from_domains_inside_each_run(tmp_path):
