@@ -102,9 +102,12 @@ def run(
     Every scenario key can be overridden with --set; `fleetsim validate SCENARIO --show` lists them all with the values in force. Plugin parameters sit under the plugin's name, e.g. --set policy.random.p=0.2 or --set cloud.cema.lr_edge=1e-3. Same scenario and seed, same numbers. Invalid input exits with code 2 and writes nothing.
     """
     import torch
+    from rich.markup import escape
 
+    from simulator.data.datasets import DatasetError
     from simulator.engine import run_scenario, write_run
     from simulator.fleet.executor import EXECUTORS
+    from simulator.models.zoo import ModelError
 
     if executor not in EXECUTORS:
         errors.print(
@@ -129,7 +132,11 @@ def run(
         def on_progress(now_s: float, end_s: float) -> None:
             bar.update(task, completed=now_s, total=max(end_s, now_s, 1e-9))
 
-        result = run_scenario(resolved, progress=on_progress, executor=executor)  # type: ignore[arg-type]
+        try:
+            result = run_scenario(resolved, progress=on_progress, executor=executor)  # type: ignore[arg-type]
+        except (DatasetError, ModelError) as exc:  # data or weights missing: say where to put them
+            errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+            raise typer.Exit(2) from None
     write_run(result, out_dir)
     _print_summary(result.summary, out_dir)
 

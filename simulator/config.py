@@ -108,7 +108,9 @@ class DatasetConfig(Section):
 
     name: str = Field("synthetic", description="dataset name (fleetsim list datasets)")
     root: Path | None = Field(
-        None, description="folder holding the data (cifar10: cifar-10-batches-py or npz files)"
+        None,
+        description="folder holding the data (cifar10: cifar-10-batches-py or npz files; "
+        "imagefolder: <class>/<image> folders, null: $FLEETSIM_IMAGENET)",
     )
     split: Literal["test", "train"] = Field("test", description="which split the streams draw from")
     variant: Literal["auto", "standard", "exact_prefix", "jpeg"] = Field(
@@ -120,6 +122,18 @@ class DatasetConfig(Section):
         description="read corrupted images from the disk cache (built on first use, shared by "
         "runs; $FLEETSIM_CACHE or ~/.cache/fleetsim/corrupted) instead of corrupting per batch",
     )
+    corruption_source: Literal["generated", "folder"] = Field(
+        "generated",
+        description="where corrupted images come from: generated (fleetsim's corruptions of the "
+        "dataset's images), or folder (imagefolder only: the pre-corrupted files of an ImageNet-C "
+        "tree, corrupted_root/<corruption>/<severity>/<class>/<file>, paired with the clean "
+        "images by relative path)",
+    )
+    corrupted_root: Path | None = Field(
+        None,
+        description="the ImageNet-C tree read when corruption_source is folder "
+        "(null: $FLEETSIM_IMAGENET_C)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -128,12 +142,26 @@ class DatasetConfig(Section):
 
         return _registered(DATASETS, v)
 
-    @field_validator("root")
+    @field_validator("root", "corrupted_root")
     @classmethod
     def _root_exists(cls, v: Path | None) -> Path | None:
         if v is not None and not Path(v).expanduser().exists():
             raise ValueError("folder does not exist")
         return v
+
+    @model_validator(mode="after")
+    def _folder_source_fits(self) -> DatasetConfig:
+        if self.corruption_source == "folder" and self.name != "imagefolder":
+            raise ValueError(
+                f"corruption_source: folder pairs files by path and needs name imagefolder, "
+                f"not {self.name!r}"
+            )
+        if self.corruption_source == "folder" and self.cache:
+            raise ValueError(
+                "cache: the corruption cache holds generated corruptions only; set "
+                "cache false with corruption_source folder"
+            )
+        return self
 
 
 class FleetConfig(Section):
@@ -348,6 +376,12 @@ class EdgeConfig(Section):
 
     model: str = Field("synthetic_edge", description="edge model (fleetsim list models)")
     checkpoint: Path | None = Field(None, description="optional weights file for the edge model")
+    pretrained: bool | None = Field(
+        None,
+        description="true on a timm:<name> model: timm's published weights (from checkpoint "
+        "when given, else the Hugging Face / torch hub cache, else downloaded) with their input "
+        "mean/std; null: zoo models pretrained, timm models random init",
+    )
     ms_per_sample: float = Field(
         2.0, ge=0, description="simulated inference time per sample, ms (without a profile)"
     )
@@ -411,6 +445,9 @@ class CloudConfig(Section):
         "synthetic_teacher", description="cloud foundation model (fleetsim list models)"
     )
     teacher_checkpoint: Path | None = Field(None, description="optional weights for the teacher")
+    teacher_pretrained: bool | None = Field(
+        None, description="as edge.pretrained, for the teacher (timm's published weights)"
+    )
     adapter: str = Field("cema", description="cloud adaptation algorithm (fleetsim list adapters)")
     scope: Literal["shared", "per_device"] = Field(
         "shared", description="one edge state for the fleet, or one per device"

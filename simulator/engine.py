@@ -26,8 +26,8 @@ from simulator.adaptation import ADAPTERS
 from simulator.config import Scenario, dump_scenario
 from simulator.data.cache import CorruptionCache, default_cache_root
 from simulator.data.corruptions import corrupt
-from simulator.data.datasets import ImageDataset, create_dataset
-from simulator.data.streams import DeviceStream, build_stream
+from simulator.data.datasets import CorruptedFolder, ImageDataset, create_dataset
+from simulator.data.streams import DeviceStream, build_stream, stream_domains
 from simulator.fleet.cloud import Cloud
 from simulator.fleet.device import EdgeDevice, NormState
 from simulator.fleet.executor import ExecutorKind, FleetExecutor
@@ -76,14 +76,22 @@ class BatchLoader:
     """Images of one edge batch: dataset pixels, corrupted per sample domain (uint8 NCHW).
 
     With a ``CorruptionCache``, corrupted pixels are read from its memory-mapped sets (built once,
-    shared by a sweep's runs) instead of being computed per batch; the pixels are identical.
+    shared by a sweep's runs) instead of being computed per batch; the pixels are identical. With
+    a ``CorruptedFolder``, they are the pre-corrupted files of an ImageNet-C tree instead.
     """
 
-    def __init__(self, dataset: ImageDataset, seed: int, cache: CorruptionCache | None = None):
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        seed: int,
+        cache: CorruptionCache | None = None,
+        folder: CorruptedFolder | None = None,
+    ):
         self.dataset = dataset
         self.images = torch.from_numpy(dataset.images).permute(0, 3, 1, 2)
         self.seed = seed
         self.cache = cache
+        self.folder = folder
         self._sets: dict[tuple[str, int], np.ndarray] = {}  # verified once per run, then reused
 
     def __call__(self, stream: DeviceStream, b: int) -> torch.Tensor:
@@ -106,7 +114,10 @@ class BatchLoader:
                 by_domain.setdefault(key, []).append(row)
         for (corruption, severity), members in by_domain.items():
             mask = torch.tensor(members, dtype=torch.long)
-            if self.cache is not None:
+            if self.folder is not None:
+                files = self.folder.images(corruption, severity, indices[members])
+                images[mask] = torch.from_numpy(files).permute(0, 3, 1, 2)
+            elif self.cache is not None:
                 corrupted = self._sets.get((corruption, severity))
                 if corrupted is None:
                     corrupted = self.cache.get(self.dataset, corruption, severity, self.seed)
@@ -143,10 +154,17 @@ def run_scenario(
         size=ds_cfg.size,
     )
     num_classes = dataset.num_classes
+    folder = None
+    if ds_cfg.corruption_source == "folder":  # the pre-corrupted files of an ImageNet-C tree
+        domains = [(d.corruption, d.severity) for d in stream_domains(scenario.stream)]
+        folder = CorruptedFolder(ds_cfg.corrupted_root, dataset, domains)
 
     adapter_cls = ADAPTERS.get(scenario.cloud.adapter)
     edge_model = create_model(
-        scenario.edge.model, num_classes=num_classes, checkpoint=scenario.edge.checkpoint
+        scenario.edge.model,
+        num_classes=num_classes,
+        checkpoint=scenario.edge.checkpoint,
+        pretrained=scenario.edge.pretrained,
     )
     teacher = None
     if adapter_cls.needs_teacher:
@@ -156,6 +174,7 @@ def run_scenario(
             scenario.cloud.teacher,
             num_classes=num_classes,
             checkpoint=scenario.cloud.teacher_checkpoint,
+            pretrained=scenario.cloud.teacher_pretrained,
         )
     source_state = get_norm_state(edge_model)
     adapter = adapter_cls(
@@ -164,7 +183,7 @@ def run_scenario(
     env = simpy.Environment()
     recorder = EventRecorder()
     net = scenario.network
-    loader = BatchLoader(dataset, seed, _corruption_cache() if ds_cfg.cache else None)
+    loader = BatchLoader(dataset, seed, _corruption_cache() if ds_cfg.cache else None, folder)
     runtime = FleetExecutor(
         edge_model,
         kind=executor,

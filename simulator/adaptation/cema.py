@@ -3,7 +3,8 @@ Adaptation via Selective Entropy Distillation", ICLR 2024; official code chenyao
 
 Per full cloud batch of ``batch_size`` uploads (FIFO, remainders carried over to the next call):
 
-1. foundation model (teacher), BN in train mode: one SGD step on its BN affine with
+1. foundation model (teacher), BN in train mode: one SGD step on its BN affine (and LayerNorm /
+   GroupNorm affine, which is all a ViT teacher has) with
    ``mean_i exp(E_0 - H_i) H_i`` over *all* samples of the batch (the released code's cloud
    entropy filter is commented out), ``E_0 = e0_factor * ln C`` static;
 2. edge model, BN in train mode: one SGD step on its BN affine with ``cema_distillation_loss``
@@ -182,7 +183,9 @@ class CemaAdapter(ScopedAdapter):
         assert teacher is not None
         if cfg.adapt_teacher:
             self._teacher_optimizer: torch.optim.Optimizer | None = torch.optim.SGD(
-                configure_norm_adaptation(teacher), lr=cfg.lr_teacher, momentum=cfg.momentum
+                configure_norm_adaptation(teacher, layer_norm=True),
+                lr=cfg.lr_teacher,
+                momentum=cfg.momentum,
             )
         else:
             teacher.requires_grad_(False)

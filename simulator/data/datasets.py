@@ -6,6 +6,8 @@
   pixelation and JPEG corruptions hurt a clean-trained model the way they do on CIFAR-10-C.
 - ``cifar10``: the standard ``cifar-10-batches-py`` pickles (Krizhevsky 2009), or the JPEG-derived
   npz files of the project's shared data folder; downloads the official tarball where a network exists.
+- ``imagefolder``: ImageNet-style class folders; :class:`CorruptedFolder` serves the pre-corrupted
+  copies of its images from an ImageNet-C tree (Hendrycks & Dietterich 2019) per stream domain.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ __all__ = [
     "CIFAR10_URL",
     "DATASETS",
     "SYNTHETIC_CLASSES",
+    "CorruptedFolder",
     "DatasetError",
     "ImageDataset",
     "create_dataset",
@@ -43,13 +46,15 @@ class DatasetError(Exception):
 
 @dataclass
 class ImageDataset:
-    """Images as uint8 ``(N, H, W, 3)`` RGB (HWC) with int64 labels ``(N,)``."""
+    """Images as uint8 ``(N, H, W, 3)`` RGB (HWC) with int64 labels ``(N,)``; image folders also
+    keep each image's file path relative to the folder (``<class>/<file>``) in ``files``."""
 
     name: str
     images: np.ndarray
     labels: np.ndarray
     class_names: list[str]
     source: str
+    files: list[str] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -60,8 +65,14 @@ class ImageDataset:
 
     def subset(self, indices: np.ndarray | slice) -> ImageDataset:
         """A view on some of the images (same class names and source)."""
+        files = None if self.files is None else np.asarray(self.files, dtype=object)[indices]
         return ImageDataset(
-            self.name, self.images[indices], self.labels[indices], self.class_names, self.source
+            self.name,
+            self.images[indices],
+            self.labels[indices],
+            self.class_names,
+            self.source,
+            None if files is None else list(files),
         )
 
 
@@ -484,8 +495,13 @@ def imagefolder_dataset(
     reads the ImageNet-C layout ``root/<corruption>/<severity>/<class>/*``. Files are taken in a
     seeded random order (so ``size`` keeps a class-mixed subset); mixed image sizes are resized
     and centre-cropped to 224 (ImageNet evaluation transform)."""
+    if root is None and os.environ.get("FLEETSIM_IMAGENET"):
+        root = os.environ["FLEETSIM_IMAGENET"]
     if root is None:
-        raise DatasetError("dataset 'imagefolder' needs a root folder (scenario key dataset.root)")
+        raise DatasetError(
+            "dataset 'imagefolder' needs a root folder (scenario key dataset.root, or the "
+            "environment variable FLEETSIM_IMAGENET)"
+        )
     base = Path(root).expanduser()
     if variant not in ("auto", "standard"):
         base = base / variant
@@ -515,6 +531,7 @@ def imagefolder_dataset(
         labels=labels,
         class_names=[folder.name for folder in classes],
         source=f"{base} (image folder, {len(files)} files, seed {seed} order)",
+        files=[path.relative_to(base).as_posix() for path, _ in chosen],
     )
 
 
@@ -523,3 +540,95 @@ def _image_size(path: Path) -> tuple[int, int]:
 
     with Image.open(path) as image:
         return image.size
+
+
+class CorruptedFolder:
+    """Pre-corrupted copies of an image-folder dataset's images, read from an ImageNet-C tree
+    ``<root>/<corruption>/<severity>/<class>/<file>`` (Hendrycks & Dietterich 2019) instead of
+    corrupting them on the fly.
+
+    Dataset image ``i`` (file ``<class>/<file>`` of the clean folder) is the file of the same
+    relative path in every domain folder, so a ``size`` subsample and a stream's seeded order draw
+    the same images in every domain. Every domain folder must hold the clean folder's class
+    folders (same set, same sorted order, so labels mean the same) and every chosen file; this is
+    checked when the folder is opened. Files whose size differs from the dataset's images get the
+    evaluation transform (resize, centre crop) to that size; the ImageNet-C files (224x224) need
+    none against clean ImageNet validation images, which are brought to 224 too.
+    """
+
+    ENV = "FLEETSIM_IMAGENET_C"
+
+    def __init__(
+        self, root: str | Path | None, dataset: ImageDataset, domains: list[tuple[str, int]]
+    ):
+        if root is None and os.environ.get(self.ENV):
+            root = os.environ[self.ENV]
+        if root is None:
+            raise DatasetError(
+                "pre-corrupted images need their folder: set the scenario key "
+                f"dataset.corrupted_root or the environment variable {self.ENV}"
+            )
+        if dataset.files is None:
+            raise DatasetError(
+                f"pre-corrupted folders pair files by path, so they need an image-folder dataset "
+                f"(dataset.name imagefolder), not {dataset.name!r}"
+            )
+        self.root = Path(root).expanduser()
+        if not self.root.is_dir():
+            raise DatasetError(f"pre-corrupted folder {self.root} does not exist")
+        self.dataset = dataset
+        self.side = dataset.images.shape[1:3]
+        self.folders: dict[tuple[str, int], Path] = {}
+        for corruption, severity in dict.fromkeys(domains):
+            if corruption != "clean":
+                self.folders[(corruption, severity)] = self._check(corruption, severity)
+
+    def _check(self, corruption: str, severity: int) -> Path:
+        """The domain's folder, after checking its class folders and the chosen files."""
+        folder = self.root / corruption / str(severity)
+        if not folder.is_dir():
+            there = self.root / corruption if (self.root / corruption).is_dir() else self.root
+            found = sorted(p.name for p in there.iterdir() if p.is_dir())
+            what = "severities" if there != self.root else "corruptions"
+            raise DatasetError(
+                f"pre-corrupted domain {corruption}/{severity}: folder {folder} does not exist; "
+                f"{what} in {there}: {', '.join(found) or 'none'}"
+            )
+        classes = [p.name for p in _class_folders(folder)]
+        if classes != self.dataset.class_names:
+            clean = self.dataset.class_names
+            missing = sorted(set(clean) - set(classes))
+            extra = sorted(set(classes) - set(clean))
+            raise DatasetError(
+                f"class folders of {folder} differ from the clean folder's ({len(classes)} vs "
+                f"{len(clean)}): missing {missing[:5]}, extra {extra[:5]}; every domain needs "
+                "the same class folders so that labels mean the same"
+            )
+        absent = [f for f in self.dataset.files or [] if not (folder / f).is_file()]
+        if absent:
+            raise DatasetError(
+                f"{len(absent)} of the dataset's images have no pre-corrupted copy in {folder}, "
+                f"e.g. {', '.join(absent[:3])}"
+            )
+        return folder
+
+    def images(self, corruption: str, severity: int, indices: np.ndarray) -> np.ndarray:
+        """uint8 ``(n, H, W, 3)``: the pre-corrupted files of dataset images ``indices``."""
+        folder = self.folders.get((corruption, severity))
+        if folder is None:
+            raise DatasetError(f"domain {corruption}/{severity} was not opened from {self.root}")
+        assert self.dataset.files is not None
+        height, width = self.side
+        out = np.empty((len(indices), height, width, 3), dtype=np.uint8)
+        for row, index in enumerate(np.asarray(indices).tolist()):
+            path = folder / self.dataset.files[index]
+            pixels = _load_image(path, None)
+            if pixels.shape[:2] != (height, width):
+                if height != width:
+                    raise DatasetError(
+                        f"{path} is {pixels.shape[1]}x{pixels.shape[0]}, the dataset's images "
+                        f"are {width}x{height}; cannot bring it to that size"
+                    )
+                pixels = _load_image(path, height)
+            out[row] = pixels
+        return out

@@ -54,6 +54,11 @@ class DeviceStream:
         return float(self.arrival_s[self.batch(b).stop - 1])
 
 
+def stream_domains(config: StreamConfig) -> list[Domain]:
+    """The domains a stream config can visit, in the order of ``config.corruptions``."""
+    return [Domain(c, config.severity) for c in config.corruptions]
+
+
 def _domain_sequence(
     config: StreamConfig, device: int, segments: int, rng: np.random.Generator
 ) -> list[int]:
@@ -86,7 +91,7 @@ def build_stream(
         arrival = np.arange(1, n + 1, dtype=np.float64) / rate_hz
     else:
         arrival = np.cumsum(rng.exponential(1.0 / rate_hz, size=n))
-    domains = [Domain(c, config.severity) for c in config.corruptions]
+    domains = stream_domains(config)
     return DeviceStream(
         device=device,
         indices=indices.astype(np.int64),

@@ -86,10 +86,23 @@ def norm_affine_parameters(model: nn.Module) -> list[nn.Parameter]:
     return params
 
 
-def configure_norm_adaptation(model: nn.Module) -> list[nn.Parameter]:
-    """Freeze everything but the BN affine parameters (Tent, Wang et al. 2021); return those."""
+def configure_norm_adaptation(model: nn.Module, layer_norm: bool = False) -> list[nn.Parameter]:
+    """Freeze everything but the BN affine parameters (Tent, Wang et al. 2021); return those.
+
+    ``layer_norm=True`` adds the affine parameters of LayerNorm and GroupNorm layers, which is how
+    Tent/EATA/CEMA adapt ViTs and other BN-free models (e.g. a timm ViT foundation model).
+    """
     model.requires_grad_(False)
     params = norm_affine_parameters(model)
+    if layer_norm:
+        for layer in model.modules():
+            if isinstance(layer, nn.LayerNorm | nn.GroupNorm):
+                params += [p for p in (layer.weight, layer.bias) if p is not None]
+    if not params:
+        kinds = "BatchNorm, LayerNorm or GroupNorm" if layer_norm else "BatchNorm"
+        raise ValueError(
+            f"{type(model).__name__} has no {kinds} layers with affine parameters to adapt"
+        )
     for param in params:
         param.requires_grad_(True)
     return params

@@ -8,7 +8,9 @@ are registered in ``MODELS``; where the weights come from is kept apart in each 
   weights (BSD-2-Clause), ImageNet mean/std normalisation as in their training code.
 - ``synthetic_edge`` / ``synthetic_teacher``: trained on the ``synthetic`` dataset by
   ``simulator.models.train.build_zoo``; weights ship in ``simulator/models/weights``.
-- ``timm:<name>``: any timm architecture (random init) plus an optional local checkpoint.
+- ``timm:<name>[.<tag>]``: any timm architecture, random init plus an optional local checkpoint,
+  or with ``pretrained=True`` timm's published weights from a local file or the user's Hugging Face /
+  torch hub cache (``find_timm_weights``), normalised with those weights' mean/std.
 - ``<edge model>-w<b>a<b>-<method>``: ``resnet20`` or ``synthetic_edge`` fake-quantized to 8 or 4
   bits (``simulator.models.quant``) by data-free GDFQ or min-max calibration on noise; the
   checkpoint is built locally by ``fleetsim zoo quantize`` (``simulator.models.gdfq``).
@@ -39,6 +41,7 @@ __all__ = [
     "NormalizedModel",
     "check_model_name",
     "create_model",
+    "find_timm_weights",
     "list_models",
     "load_checkpoint",
     "model_cache_dir",
@@ -296,11 +299,18 @@ def _state_dict_from(obj: object, path: Path) -> dict[str, torch.Tensor]:
 
 
 def load_checkpoint(model: NormalizedModel, path: str | Path) -> None:
-    """Load a checkpoint of the whole wrapped model (keys ``net.*``) or of the bare network."""
+    """Load a checkpoint (torch pickle, or ``.safetensors``) of the whole wrapped model (keys
+    ``net.*``) or of the bare network."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ModelError(f"checkpoint {path} does not exist")
-    state = _state_dict_from(torch.load(path, map_location="cpu", weights_only=True), path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        raw: object = load_file(str(path), device="cpu")
+    else:
+        raw = torch.load(path, map_location="cpu", weights_only=True)
+    state = _state_dict_from(raw, path)
     target: nn.Module = model if any(k.startswith("net.") for k in state) else model.net
     try:
         target.load_state_dict({k: v.float() for k, v in state.items()})
@@ -313,10 +323,18 @@ def create_model(
     *,
     num_classes: int = 10,
     checkpoint: str | Path | None = None,
-    pretrained: bool = True,
+    pretrained: bool | None = None,
 ) -> nn.Module:
-    """Build ``name`` in eval mode, input in [0, 1]; ``checkpoint`` overrides any pretrained weights."""
+    """Build ``name`` in eval mode, input in [0, 1]; ``checkpoint`` overrides any pretrained weights.
+
+    ``pretrained``: None is the name's default (zoo models pretrained, ``timm:`` models random
+    init, ImageNet mean/std). ``True`` on a ``timm:`` model loads timm's published weights, from
+    ``checkpoint`` when given, else from the local caches (see :func:`find_timm_weights`), with
+    their own input mean/std; their classifier must have ``num_classes`` outputs.
+    """
     check_model_name(name)
+    if name.startswith(TIMM_PREFIX) and pretrained:
+        return _timm_pretrained(name[len(TIMM_PREFIX) :], num_classes, checkpoint).eval()
     if name.startswith(TIMM_PREFIX):
         import timm
 
@@ -325,7 +343,7 @@ def create_model(
     else:
         card = _CARDS[name]
         model = NormalizedModel(MODELS.create(name, num_classes), card.mean, card.std)
-        if pretrained and checkpoint is None and card.weights_file is not None:
+        if pretrained is not False and checkpoint is None and card.weights_file is not None:
             if num_classes != 10:
                 raise ModelError(
                     f"pretrained {name!r} has 10 classes, not {num_classes}; pass "
@@ -347,7 +365,8 @@ def model_info(name: str) -> dict:
             "dataset": "any (ImageNet normalisation)",
             "params": sum(p.numel() for p in model.parameters()),
             "description": f"timm architecture {name[len(TIMM_PREFIX) :]!r}, random init",
-            "weights": "none (pass checkpoint=)",
+            "weights": "none (pass checkpoint=), or timm's published weights with pretrained: "
+            "true (local file, Hugging Face / torch hub cache, else downloaded)",
         }
     card = _CARDS[name]
     net = MODELS.create(name, 10)
@@ -365,3 +384,132 @@ def model_info(name: str) -> dict:
         "description": card.description,
         "weights": weights,
     }
+
+
+# --------------------------------------------------------------------------------------------------
+# timm's published weights, found offline
+
+
+def _timm_pretrained_cfg(arch: str):
+    """timm's pretrained config of ``arch`` (``<name>`` takes its default tag, or ``<name>.<tag>``)."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    try:
+        cfg = get_pretrained_cfg(arch)
+    except (RuntimeError, KeyError, ValueError):
+        cfg = None
+    if cfg is None or not (cfg.hf_hub_id or cfg.url):
+        tags = timm.list_pretrained(arch.split(".")[0] + ".*")
+        raise ModelError(
+            f"timm has no published weights for {arch!r}; pretrained tags: "
+            f"{', '.join(tags) or 'none'} (or pass a checkpoint without pretrained)"
+        )
+    return cfg
+
+
+def _hf_hub_cache() -> Path:
+    """The Hugging Face hub cache, resolved from the environment now (as huggingface_hub does)."""
+    for key in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if os.environ.get(key):
+            return Path(os.environ[key]).expanduser()
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]).expanduser() / "hub"
+    xdg = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return xdg.expanduser() / "huggingface" / "hub"
+
+
+_HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's order on the hub
+
+
+def find_timm_weights(arch: str) -> tuple[Path | None, list[str]]:
+    """Where timm's published weights of ``arch`` already are on this machine, without network.
+
+    Looks in the Hugging Face hub cache (``$HF_HUB_CACHE``, else ``$HF_HOME/hub``, else
+    ``~/.cache/huggingface/hub``: ``models--timm--<name>.<tag>/snapshots/<rev>/model.safetensors``,
+    the revision ``refs/main`` names first) and in torch hub's ``checkpoints/`` folder (timm's older
+    URL weights). Returns the file (or None) and the places searched, for error messages.
+    """
+    cfg = _timm_pretrained_cfg(arch)
+    searched: list[str] = []
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+
+        cache = _hf_hub_cache()
+        repo = cache / ("models--" + cfg.hf_hub_id.replace("/", "--"))
+        searched.append(str(repo / "snapshots" / "*" / "model.safetensors"))
+        for filename in _HF_WEIGHT_FILES:
+            found = try_to_load_from_cache(cfg.hf_hub_id, filename, cache_dir=cache)
+            if isinstance(found, str):
+                return Path(found), searched
+        for filename in _HF_WEIGHT_FILES:  # snapshots without refs/main: the newest one
+            files = sorted(repo.glob(f"snapshots/*/{filename}"), key=lambda p: p.stat().st_mtime)
+            if files:
+                return files[-1], searched
+    if cfg.url:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)
+        searched.append(str(path))
+        if path.is_file():
+            return path, searched
+    return None, searched
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _download_timm_weights(arch: str, searched: list[str]) -> Path:
+    """Fetch the weights into the caches with the hubs' own clients; a ModelError on failure."""
+    cfg = _timm_pretrained_cfg(arch)
+    hint = (
+        f"timm:{arch} pretrained weights not found in {', '.join(searched)}"
+        + (" and HF_HUB_OFFLINE is set" if _offline() else "")
+        + ". Put timm's weights file there (e.g. by `timm.create_model(name, pretrained=True)` on "
+        "a machine with a network, copying its cache), or pass the file as edge.checkpoint / "
+        "cloud.teacher_checkpoint"
+    )
+    if _offline():
+        raise ModelError(hint)
+    try:
+        if cfg.hf_hub_id:
+            from huggingface_hub import hf_hub_download
+
+            return Path(
+                hf_hub_download(cfg.hf_hub_id, _HF_WEIGHT_FILES[0], cache_dir=_hf_hub_cache())
+            )
+        target = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(cfg.url, str(target), progress=True)
+        return target
+    except Exception as exc:  # no network, HTTP error, missing file on the hub
+        raise ModelError(f"{hint}; the download failed ({exc})") from exc
+
+
+def _timm_pretrained(arch: str, num_classes: int, file: str | Path | None) -> NormalizedModel:
+    """timm ``arch`` with published weights from ``file`` or the caches, loaded by timm's own
+    loader (strictly: a classifier of another size is an error, never silently re-initialised)."""
+    import timm
+
+    cfg = _timm_pretrained_cfg(arch)
+    if file is not None:
+        path = Path(file).expanduser()
+        if not path.is_file():
+            raise ModelError(f"pretrained weights file {path} for timm:{arch} does not exist")
+    else:
+        found, searched = find_timm_weights(arch)
+        path = found if found is not None else _download_timm_weights(arch, searched)
+    try:
+        net = timm.create_model(
+            arch,
+            pretrained=True,
+            num_classes=num_classes,
+            pretrained_cfg_overlay={"file": str(path), "num_classes": num_classes},
+        )
+    except RuntimeError as exc:
+        raise ModelError(
+            f"pretrained weights {path} do not fit timm:{arch} with {num_classes} classes (the "
+            f"dataset's class count; timm's weights have {cfg.num_classes}): {str(exc)[:300]}"
+        ) from exc
+    mean = tuple(net.pretrained_cfg.get("mean") or IMAGENET_MEAN)
+    std = tuple(net.pretrained_cfg.get("std") or IMAGENET_STD)
+    return NormalizedModel(net, mean, std)
