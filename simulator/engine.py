@@ -187,7 +187,7 @@ def run_scenario(
     runtime = FleetExecutor(
         edge_model,
         kind=executor,
-        batch_statistics=adapter_cls.edge_norm == "batch",
+        batch_statistics=adapter.edge_norm == "batch",
         load=loader.many,  # type: ignore[arg-type]
     )
     policy_cls = UPLOAD_POLICIES.get(scenario.policy.name)
@@ -230,6 +230,7 @@ def run_scenario(
         gather=scenario.cloud.gather,
         payload=scenario.cloud.downlink_payload,
         tolerance=scenario.cloud.delta_tolerance,
+        affine_only=adapter.edge_norm == "batch",
     )
     network = FleetNetwork(env, net, seed)
     end_s = 0.0

@@ -172,6 +172,20 @@ def test_delta_downloads_track_what_each_device_holds():
     assert lossy["download_bytes"] < exact["download_bytes"]
 
 
+def test_cema_with_batch_statistics_at_the_edge_downloads_only_the_affine():
+    base = tiny_scenario_dict(stream__samples_per_device=128, stream__segment_samples=64)
+    full = run_scenario(scenario_from_dict(base))
+    base["cloud"]["cema"]["edge_norm"] = "batch"
+    batch = run_scenario(scenario_from_dict(base))
+    downloads = batch.events[batch.events.kind == "download"]
+    assert len(downloads) == batch.summary["downloads"] > 0
+    # ResNet-8 width 16: the BN affine is half of weight+bias+running_mean+running_var
+    assert batch.summary["download_bytes"] / batch.summary["downloads"] < (
+        0.55 * full.summary["download_bytes"] / full.summary["downloads"]
+    )
+    assert batch.summary["accuracy"] != full.summary["accuracy"]
+
+
 def test_with_several_workers_no_device_gets_a_state_still_being_computed():
     env = simpy.Environment()
     adapter = _Adapter()

@@ -214,12 +214,31 @@ def test_edge_model_degrades_under_noise_and_teacher_is_more_robust(synthetic_te
 def test_augmentations_keep_shape_and_range():
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(64, 3, 32, 32)
-    for augment in ("none", "standard", "corruption"):
+    for augment in ("none", "standard", "corruption", "augmix"):
         out = augment_batch(x, augment, gen)
         assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
     assert not torch.equal(augment_batch(x, "corruption", gen), x)
-    with pytest.raises(ValueError, match="allowed: none, standard, corruption"):
+    with pytest.raises(ValueError, match="allowed: none, standard, corruption, augmix"):
         augment_batch(x, "mixup", gen)
+
+
+def test_augmix_ops_are_exact_where_they_have_a_closed_form_and_seeded():
+    from simulator.models.train import _AUGMIX_OPS, _augmix
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 3, 32, 32)
+    full = torch.ones(8)
+    autocontrast, _, posterize, solarize = (op(x, full, gen) for op in _AUGMIX_OPS[:4])
+    assert torch.allclose(autocontrast.amin(dim=(2, 3)), torch.zeros(8, 3))
+    assert torch.allclose(autocontrast.amax(dim=(2, 3)), torch.ones(8, 3))
+    assert len(torch.unique(posterize)) <= 2  # level 1: one bit kept
+    assert torch.equal(solarize, torch.where(x >= 0.0, 1 - x, x))  # level 1: threshold 0
+    mild = _AUGMIX_OPS[3](x, torch.full((8,), 0.1), gen)
+    assert torch.equal(mild[x < 0.9], x[x < 0.9]) and torch.equal(mild[x >= 0.9], 1 - x[x >= 0.9])
+    # the mix stays a convex combination of the image and its augmented chains, and is seeded
+    a = _augmix(x, torch.Generator().manual_seed(5))
+    b = _augmix(x, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and not torch.equal(a, x) and a.min() >= 0 and a.max() <= 1
 
 
 def test_train_classifier_is_deterministic_for_a_seed():

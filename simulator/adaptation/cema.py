@@ -20,7 +20,9 @@ fleetsim's DESIGN.md: the released edge and teacher drop BN running statistics
 (``track_running_stats = False``: every forward uses batch statistics, with TBR batch
 renormalisation, ``is_tbr: true``); here the edge keeps running statistics, initialised from its
 first cloud batch and then updated with ``bn_momentum``, so a download (affine + running
-statistics) fully defines the eval-mode edge model. The teacher's distillation forward uses batch
+statistics) fully defines the eval-mode edge model. ``edge_norm="batch"`` restores the released
+behaviour at the edge: it normalises each test batch with that batch's own statistics (without TBR)
+and the cloud sends only the BN affine. The teacher's distillation forward uses batch
 statistics without updating running statistics (``teacher_distill_norm="batch"``), which is what
 the released code's eval-mode, statistics-free BN computes. The released code keeps one edge model
 for all devices; scopes here may be per device.
@@ -143,6 +145,15 @@ class CemaAdapter(ScopedAdapter):
         init_stats_from_first_batch: bool = Field(
             True, description="Edge running statistics start from the first cloud batch's."
         )
+        edge_norm: Literal["eval", "batch"] = Field(
+            "eval",
+            description=(
+                "How the edge normalises: eval = the downloaded running statistics (fleetsim's "
+                "default: a download fully defines the edge); batch = each test batch's own "
+                "statistics with the downloaded affine, as the released CEMA code's edge does "
+                "(only the affine is then downloaded)."
+            ),
+        )
         teacher_distill_norm: Literal["batch", "running"] = Field(
             "batch",
             description="Teacher BN for distillation logits: batch or running statistics.",
@@ -175,6 +186,7 @@ class CemaAdapter(ScopedAdapter):
     ):
         super().__init__(edge_model, teacher, config, num_classes, seed)
         cfg: CemaAdapter.Config = self.config  # type: ignore[assignment]
+        self.edge_norm = cfg.edge_norm  # type: ignore[misc]  # per run, not per class
         self.e0 = cfg.e0_factor * math.log(num_classes)
         self._edge_params = configure_norm_adaptation(edge_model)
         self._edge_optimizer = torch.optim.SGD(

@@ -34,6 +34,8 @@ from simulator.fleet.device import EdgeDevice, NormState, UploadMessage
 from simulator.metrics import EventRecorder
 from simulator.models.norm import norm_state_nbytes
 
+AFFINE_FIELDS = (".weight", ".bias")
+
 Schedule = Literal["fifo", "round_robin", "oldest_first"]
 SCHEDULES: tuple[str, ...] = ("fifo", "round_robin", "oldest_first")
 
@@ -56,6 +58,7 @@ class Cloud:
         gather: int = 1,
         payload: Literal["full", "delta"] = "full",
         tolerance: float = 0.0,
+        affine_only: bool = False,
     ):
         if schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
@@ -64,6 +67,9 @@ class Cloud:
         if payload not in ("full", "delta"):
             raise ValueError(f"payload must be full or delta; got {payload!r}")
         self.payload, self.tolerance = payload, tolerance
+        # edges that normalise with their own test-batch statistics (bn_stats, Tent, EATA, CEMA
+        # with edge_norm=batch) never use running statistics: only the affine is downloaded
+        self.affine_only = affine_only
         self._sent: dict[int, NormState] = {}  # delta: what each device holds once downloads land
         self.env, self.adapter, self.devices = env, adapter, devices
         self.workers, self.schedule, self.gather = workers, schedule, gather
@@ -177,6 +183,8 @@ class Cloud:
             return
         version, cloud_state, produced_s, samples_s = self._published[scope]
         device = self.devices[device_id]
+        if self.affine_only:
+            cloud_state = {k: v for k, v in cloud_state.items() if k.endswith(AFFINE_FIELDS)}
         if self.payload == "delta":
             base = self._sent.get(device_id, device.state)
             if version <= base.version:
@@ -192,6 +200,8 @@ class Cloud:
                 for k, v in cloud_state.items()
             }
             nbytes = norm_state_nbytes(tensors, self.state_dtype)
+        if self.affine_only:  # the device keeps its own (unused) running statistics
+            tensors = {**device.state.tensors, **tensors}
         nbytes += self.header_bytes
         state = NormState(
             tensors=tensors, version=version, produced_s=produced_s, samples_s=samples_s

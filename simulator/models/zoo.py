@@ -160,6 +160,22 @@ _register(
     )
 )
 
+_register(
+    ModelCard(
+        name="resnet56-augmix",
+        build=lambda k: cifar_resnet(56, num_classes=k),
+        dataset="cifar10",
+        description=(
+            "CIFAR ResNet-56 (akamaster weights) fine-tuned with AugMix-style augmentation on the "
+            "JPEG-derived CIFAR-10 training set; the corruption-robust CIFAR-10 cloud teacher"
+        ),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        weights_file="resnet56-augmix.pt",
+        build_command="fleetsim zoo build --name resnet56-augmix",
+    )
+)
+
 
 QUANTIZABLE_MODELS = ("resnet20", "synthetic_edge")
 
@@ -250,8 +266,8 @@ def model_cache_dir() -> Path:
 
 def _pretrained_path(card: ModelCard) -> Path:
     assert card.weights_file is not None
-    if card.build_command is not None:  # built locally: $FLEETSIM_MODELS, shared folder, cache
-        dirs = _search_dirs()
+    if card.build_command is not None:  # built locally (or shipped): package, $FLEETSIM_MODELS, ...
+        dirs = [weights_dir(), *_search_dirs()]
         for folder in dirs:
             if (folder / card.weights_file).is_file():
                 return folder / card.weights_file
