@@ -526,6 +526,33 @@ class PolicyConfig(Section):
         return self._plugins.get(name) or UPLOAD_POLICIES.get(name).Config()
 
 
+class RoutingConfig(Section):
+    """Who answers each sample: the edge model, or the cloud foundation model (``cloud.teacher``)
+    for offloaded samples. Parameters live in a sub-section named after the policy
+    (``routing.edgefm.*``)."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    name: str = Field(
+        "edge_only", description="routing policy: edge_only (default) or edgefm (policies/routing)"
+    )
+    _plugins: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_routing(cls, v: str) -> str:
+        from policies.routing import ROUTING_POLICIES
+
+        return _registered(ROUTING_POLICIES, v)
+
+    def params(self, name: str | None = None) -> BaseModel:
+        """Validated parameters of routing policy ``name`` (default: the selected one)."""
+        from policies.routing import ROUTING_POLICIES
+
+        name = name or self.name
+        return self._plugins.get(name) or ROUTING_POLICIES.get(name).Config()
+
+
 class Scenario(Section):
     """A whole fleetsim run: data, fleet, streams, network, edge, cloud and upload policy."""
 
@@ -539,16 +566,22 @@ class Scenario(Section):
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
     cloud: CloudConfig = Field(default_factory=CloudConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     def resolved(self) -> dict[str, Any]:
         """Plain dict of every value in force (defaults filled), as written to config.yaml."""
-        data = self.model_dump(mode="json", exclude={"cloud", "policy"})
+        data = self.model_dump(mode="json", exclude={"cloud", "policy", "routing"})
         cloud = self.cloud.model_dump(mode="json")
         policy = self.policy.model_dump(mode="json")
-        for section, plugins in ((cloud, self.cloud._plugins), (policy, self.policy._plugins)):
+        routing = self.routing.model_dump(mode="json")
+        for section, plugins in (
+            (cloud, self.cloud._plugins),
+            (policy, self.policy._plugins),
+            (routing, self.routing._plugins),
+        ):
             for key, params in plugins.items():
                 section[key] = params.model_dump(mode="json", by_alias=True)
-        data["cloud"], data["policy"] = cloud, policy
+        data["cloud"], data["policy"], data["routing"] = cloud, policy, routing
         return data
 
 
@@ -561,6 +594,10 @@ def _plugin_registry(section: str) -> tuple[Any, str]:
         from policies.upload import UPLOAD_POLICIES
 
         return UPLOAD_POLICIES, "name"
+    if section == "routing":
+        from policies.routing import ROUTING_POLICIES
+
+        return ROUTING_POLICIES, "name"
     from simulator.adaptation import ADAPTERS
 
     return ADAPTERS, "adapter"
@@ -575,7 +612,11 @@ def _validate_plugins(
     """
     problems: list[Problem] = []
     validated: dict[str, dict[str, BaseModel]] = {}
-    for section, model_cls in (("policy", PolicyConfig), ("cloud", CloudConfig)):
+    for section, model_cls in (
+        ("policy", PolicyConfig),
+        ("cloud", CloudConfig),
+        ("routing", RoutingConfig),
+    ):
         raw = data.get(section) or {}
         if not isinstance(raw, dict):
             continue  # the main validation reports it
@@ -685,6 +726,7 @@ def scenario_from_dict(
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
         raise ScenarioError(_problems_from(exc) + problems, source) from None
+    problems += _routing_problems(scenario)
     if problems:
         raise ScenarioError(problems, source)
     for section, params in plugins.items():
@@ -693,6 +735,23 @@ def scenario_from_dict(
         for key in list(model.model_extra or {}):
             del model.model_extra[key]
     return scenario
+
+
+def _routing_problems(scenario: Scenario) -> list[Problem]:
+    """A routing policy that offloads needs the cloud foundation model to answer."""
+    from policies.routing import ROUTING_POLICIES
+
+    routing = scenario.routing.name
+    if ROUTING_POLICIES.get(routing).offloads and scenario.cloud.teacher is None:
+        return [
+            Problem(
+                "routing.name",
+                routing,
+                "offloads samples to the cloud foundation model: set cloud.teacher "
+                "(or routing.name: edge_only)",
+            )
+        ]
+    return []
 
 
 def read_scenario_yaml(path: str | Path) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import pandas as pd
 import simpy
 import torch
 
+from policies.routing import ROUTING_POLICIES, OffloadConfig
 from policies.upload import UPLOAD_POLICIES, UploadPolicy
 from simulator.adaptation import ADAPTERS
 from simulator.config import Scenario, dump_scenario
@@ -28,7 +29,7 @@ from simulator.data.cache import CorruptionCache, default_cache_root
 from simulator.data.corruptions import corrupt
 from simulator.data.datasets import CorruptedFolder, ImageDataset, create_dataset
 from simulator.data.streams import DeviceStream, build_stream, stream_domains
-from simulator.fleet.cloud import Cloud
+from simulator.fleet.cloud import Cloud, FoundationServer
 from simulator.fleet.device import EdgeDevice, NormState
 from simulator.fleet.executor import ExecutorKind, FleetExecutor
 from simulator.fleet.links import FleetNetwork
@@ -233,6 +234,18 @@ def run_scenario(
         affine_only=adapter.edge_norm == "batch",
     )
     network = FleetNetwork(env, net, seed)
+    routing_cls = ROUTING_POLICIES.get(scenario.routing.name)
+    routing = scenario.routing.params()
+    foundation = None
+    if routing_cls.offloads:  # offloaded samples are answered by the cloud foundation model
+        assert isinstance(routing, OffloadConfig)
+        foundation = FoundationServer(
+            env,
+            _foundation_model(scenario, teacher, num_classes),
+            workers=routing.cloud_workers,
+            ms_per_request=routing.cloud_ms_per_request,
+            ms_per_sample=routing.cloud_ms_per_sample,
+        )
     end_s = 0.0
     for d in range(scenario.fleet.devices):
         stream = build_stream(scenario.stream, d, len(dataset), _rng(seed, _STREAM, d))
@@ -253,6 +266,9 @@ def run_scenario(
             initial_state=NormState(source_state, version=0),
             recorder=recorder,
             latest_version=cloud.latest_version,
+            router=routing_cls(routing, num_classes),
+            foundation=foundation,
+            answer_bytes_per_sample=getattr(routing, "answer_bytes_per_sample", 4),
         )
         env.process(devices[d].run())
 
@@ -279,11 +295,19 @@ def run_scenario(
         sim_time_s=float(env.now),
         cloud_busy_s=cloud.busy_s,
         cloud_utilization=cloud.busy_s / (scenario.cloud.workers * env.now) if env.now else 0.0,
+        routing=scenario.routing.name,
         wall_time_s=time.perf_counter() - wall_start,
     )
     for row in summary["per_device"]:
         row.update(network.device_summary(row["device"], env.now))
     _add_energy(summary, scenario, devices, macs)
+    if foundation is not None:
+        summary.update(
+            foundation_busy_s=foundation.busy_s,
+            foundation_utilization=(
+                foundation.busy_s / (foundation.workers * env.now) if env.now else 0.0
+            ),
+        )
     extra = {
         "executor": {
             "kind": executor,
@@ -294,6 +318,23 @@ def run_scenario(
         "loop_s": loop_s,  # the simulation itself (SimPy, inference, cloud, network)
     }
     return RunResult(scenario, events, summary, extra)
+
+
+def _foundation_model(
+    scenario: Scenario, teacher: torch.nn.Module | None, num_classes: int
+) -> torch.nn.Module:
+    """The model answering offloaded samples: the adapter's teacher when it has one (an adapting
+    teacher answers with its current state, as the cloud would serve it), else ``cloud.teacher``
+    frozen, loaded for routing alone (the scenario validation ensures one is named)."""
+    if teacher is not None:
+        return teacher
+    assert scenario.cloud.teacher is not None
+    model = create_model(
+        scenario.cloud.teacher,
+        num_classes=num_classes,
+        checkpoint=scenario.cloud.teacher_checkpoint,
+    )
+    return model.eval().requires_grad_(False)
 
 
 def _add_energy(

@@ -8,7 +8,14 @@ Events are one tidy table (``events.parquet``), one row per event, ``kind`` sayi
 - ``update``: a cloud adaptation of one scope (steps, samples, new version);
 - ``download``: normalization state delivered to a device (bytes, version);
 - ``drop``: an upload message the uplink dropped (device, batch, samples, bytes, sent time, and
-  ``reason``: ``queue_full`` or ``timeout``, see :mod:`simulator.fleet.network`).
+  ``reason``: ``queue_full`` or ``timeout``, see :mod:`simulator.fleet.network`);
+- ``offload``, ``answer``, ``offload_drop``: routing (:mod:`policies.routing`): samples offloaded to
+  the cloud foundation model arriving there, the cloud's answer arriving back on the device (with
+  the cloud's ``cloud_queue_s`` and ``cloud_compute_s``), and offload messages the uplink dropped.
+
+Sample rows also say who answered (``offloaded``, ``route``, the routing ``threshold`` and the
+sample's ``uncertainty``), what was delivered (``delivered_prediction``, ``delivered_correct``) and
+the end-to-end ``latency_s`` from batch ready to answer delivered.
 
 Sample rows are collected as per-batch column arrays, so recording costs little per sample.
 """
@@ -29,11 +36,22 @@ class EventRecorder:
         self._samples: dict[str, list[np.ndarray]] = defaultdict(list)
         self._messages: list[dict[str, Any]] = []
 
-    def samples(self, **columns: np.ndarray) -> None:
-        """Record one edge batch; every column has one value per sample (scalars are broadcast)."""
+    def samples(self, **columns: np.ndarray) -> int:
+        """Record one edge batch; every column has one value per sample (scalars are broadcast).
+        Returns the batch's handle for :meth:`amend_samples`."""
         n = max(len(v) for v in columns.values() if np.ndim(v) > 0)
         for key, value in columns.items():
             self._samples[key].append(np.broadcast_to(np.asarray(value), (n,)))
+        return len(self._samples[next(iter(columns))]) - 1
+
+    def amend_samples(self, handle: int, rows: np.ndarray, **columns: np.ndarray) -> None:
+        """Overwrite ``columns`` at ``rows`` (indices within the batch) of an already recorded
+        batch: what is known only later (an offloaded sample's cloud answer and its latency)."""
+        for key, value in columns.items():
+            batch = self._samples[key][handle]
+            if not batch.flags.writeable:  # a broadcast scalar or a caller's array: copy first
+                batch = self._samples[key][handle] = np.array(batch)
+            batch[rows] = value
 
     def message(self, kind: str, **fields: Any) -> None:
         """Record one upload, update or download event."""
@@ -49,7 +67,7 @@ class EventRecorder:
             return pd.DataFrame({"kind": pd.Series(dtype=str)})
         events = pd.concat(frames, ignore_index=True, sort=False)
         events = events.sort_values(["sim_time_s", "kind"], kind="stable", ignore_index=True)
-        for col in ("domain", "reason", "kind"):
+        for col in ("domain", "reason", "route", "kind"):
             if col in events:
                 events[col] = events[col].astype("category")
         return events
@@ -89,6 +107,7 @@ def summarize(events: pd.DataFrame) -> dict[str, Any]:
                 "download_bytes": int(dev_down["bytes"].sum()) if len(dev_down) else 0,
                 "downloads": int(len(dev_down)),
                 **_dropped(dev_drop),
+                **_delivered(group),
             }
         )
 
@@ -113,8 +132,45 @@ def summarize(events: pd.DataFrame) -> dict[str, Any]:
         "mean_entropy": float(samples["entropy"].mean()) if n else float("nan"),
         **_staleness(samples),
         **_queue(events[events["kind"] == "queue"]),
+        **_delivered(samples),
+        **_offloads(events),
         "per_domain": per_domain,
         "per_device": per_device,
+    }
+
+
+def _delivered(samples: pd.DataFrame) -> dict[str, Any]:
+    """The answers actually delivered (edge or cloud): accuracy, end-to-end latency (from batch
+    ready to answer delivered; percentiles over samples) and the share offloaded."""
+    if "latency_s" not in samples or not len(samples):
+        return {}
+    latency = samples["latency_s"].to_numpy(dtype=float)
+    latency = latency[np.isfinite(latency)]
+    offloaded = samples["offloaded"].astype(bool)
+    cloud = samples[offloaded]
+    return {
+        "delivered_accuracy": float(samples["delivered_correct"].astype(bool).mean()),
+        "latency_mean_s": float(latency.mean()) if len(latency) else None,
+        "latency_p50_s": float(np.percentile(latency, 50)) if len(latency) else None,
+        "latency_p95_s": float(np.percentile(latency, 95)) if len(latency) else None,
+        "offloaded_samples": int(offloaded.sum()),
+        "offload_fraction": float(offloaded.mean()),
+        "offloaded_delivered_accuracy": (
+            float(cloud["delivered_correct"].astype(bool).mean()) if len(cloud) else None
+        ),
+    }
+
+
+def _offloads(events: pd.DataFrame) -> dict[str, int]:
+    """Offload traffic: messages and bytes up (images) and down (answers), samples dropped."""
+    offloads = events[events["kind"] == "offload"]
+    answers = events[events["kind"] == "answer"]
+    lost = events[events["kind"] == "offload_drop"]
+    return {
+        "offload_messages": int(len(offloads)),
+        "offload_bytes": int(offloads["bytes"].sum()) if len(offloads) else 0,
+        "answer_bytes": int(answers["bytes"].sum()) if len(answers) else 0,
+        "offload_dropped_samples": int(lost["samples"].sum()) if len(lost) else 0,
     }
 
 

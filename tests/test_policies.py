@@ -33,7 +33,8 @@ def make_cema(**config: object) -> CemaUpload:
 
 
 def test_registry_lists_builtin_upload_policies() -> None:
-    assert UPLOAD_POLICIES.names() == ["all", "budget", "cema", "eata", "none", "random"]
+    builtin = ["all", "budget", "cema", "eata", "none", "random", "uncertain"]
+    assert UPLOAD_POLICIES.names() == builtin
     assert UPLOAD_POLICIES.describe("cema").startswith("CEMA")
 
 

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
 import torch
 
+from policies.routing import ROUTING_POLICIES, RoutingPolicy
 from policies.upload import UploadPolicy
 from simulator.data.streams import DeviceStream
 from simulator.fleet.executor import FleetExecutor
 from simulator.fleet.network import Delivery, Link
 from simulator.metrics import EventRecorder
+
+if TYPE_CHECKING:
+    from simulator.fleet.cloud import FoundationServer
 
 
 @dataclass
@@ -58,6 +63,9 @@ class EdgeDevice:
         initial_state: NormState,
         recorder: EventRecorder,
         latest_version: Callable[[int], int] | None = None,
+        router: RoutingPolicy | None = None,
+        foundation: FoundationServer | None = None,
+        answer_bytes_per_sample: int = 4,
     ):
         self.env, self.id, self.stream, self.labels = env, device_id, stream, labels
         self.executor, self.policy = executor, policy
@@ -66,6 +74,10 @@ class EdgeDevice:
         self.compute_s, self.state, self.recorder = compute_s, initial_state, recorder
         self.latest_version = latest_version
         self.batches_done = 0
+        # routing: None answers everything on the edge (edge_only); offloads go to ``foundation``
+        self.router, self.foundation = router, foundation
+        self.answer_bytes_per_sample = answer_bytes_per_sample
+        self._offload_messages = 0
 
     def run(self) -> Generator[simpy.Event, None, None]:
         for b in range(self.stream.num_batches):
@@ -87,7 +99,10 @@ class EdgeDevice:
             labels = self.labels[self.stream.indices[rows]]
             prediction = out.prediction.numpy()
             domains = self.stream.domains
-            self.recorder.samples(
+            ready_s = self.stream.ready_s(b)
+            offload = self._route(out.probs, edge_s=self.env.now - ready_s)
+            assert self.router is not None
+            handle = self.recorder.samples(
                 sim_time_s=self.env.now,
                 device=self.id,
                 batch=b,
@@ -106,7 +121,21 @@ class EdgeDevice:
                 state_staleness_s=self.env.now - state.samples_s,
                 state_lag=(self.latest_version(self.id) if self.latest_version else 0)
                 - state.version,
+                uncertainty=self.router.last_uncertainty,
+                offloaded=offload,
+                route=self.router.last_routes,
+                threshold=self.router.last_threshold,
+                # what the user gets: the edge answer now, or (offloaded) the cloud's, amended later
+                delivered_prediction=prediction,
+                delivered_correct=prediction == labels,
+                latency_s=np.where(offload, np.nan, self.env.now - ready_s),
             )
+            if offload.any():  # before this batch's upload: the latency-critical message goes first
+                offloaded = np.flatnonzero(offload)
+                chosen = images[torch.from_numpy(offload)]
+                nbytes = self.header_bytes + int(self.payload_sizes(chosen).sum())
+                answer = self.offload(b, chosen, nbytes, handle, offloaded, labels, ready_s)
+                self.env.process(answer)
             if upload.any():
                 chosen = images[torch.from_numpy(upload)]
                 nbytes = self.header_bytes + int(self.payload_sizes(chosen).sum())
@@ -134,6 +163,60 @@ class EdgeDevice:
             return
         self.recorder.message("upload", **fields)
         self.deliver(UploadMessage(self.id, batch, images, nbytes, sent_s))
+
+    def _route(self, probs: torch.Tensor, edge_s: float) -> np.ndarray:
+        """Ask the routing policy which samples to offload (edge_only when there is none)."""
+        if self.router is None:
+            self.router = ROUTING_POLICIES.create("edge_only", None, probs.shape[1])
+        return np.asarray(self.router.route(probs, self.env.now, edge_s), dtype=bool)
+
+    def offload(
+        self,
+        batch: int,
+        images: torch.Tensor,
+        nbytes: int,
+        handle: int,
+        rows: np.ndarray,
+        labels: np.ndarray,
+        ready_s: float,
+    ) -> Generator[simpy.Event, None, None]:
+        """Send samples ``rows`` of a batch to the cloud foundation model and deliver its answers:
+        uplink (``nbytes``, images as uploads are encoded), cloud queue and inference, downlink of
+        the answer (header + ``answer_bytes_per_sample`` each). If the uplink drops the message,
+        the edge answers stand, delivered when the drop is known."""
+        assert self.router is not None and self.foundation is not None
+        message, sent_s = self._offload_messages, self.env.now
+        self._offload_messages += 1
+        self.router.offload_sent(message, sent_s)
+        outcome = yield self.env.process(self.uplink.send(nbytes))
+        fields = dict(sent_s=sent_s, device=self.id, batch=batch, samples=len(images), bytes=nbytes)
+        if outcome is not Delivery.DELIVERED:
+            self.recorder.message(
+                "offload_drop", sim_time_s=self.env.now, **fields, reason=str(outcome)
+            )
+            self.router.offload_dropped(message, self.env.now)
+            self.recorder.amend_samples(handle, rows, latency_s=self.env.now - ready_s)
+            return
+        self.recorder.message("offload", sim_time_s=self.env.now, **fields)
+        predictions, queue_s, compute_s = yield self.env.process(self.foundation.serve(images))
+        answer_bytes = self.header_bytes + self.answer_bytes_per_sample * len(images)
+        yield self.env.process(self.downlink.send(answer_bytes))
+        self.recorder.message(
+            "answer",
+            sim_time_s=self.env.now,
+            **{**fields, "bytes": answer_bytes},
+            cloud_queue_s=queue_s,
+            cloud_compute_s=compute_s,
+        )
+        self.router.offload_answered(message, self.env.now)
+        answer = predictions.numpy()
+        self.recorder.amend_samples(
+            handle,
+            rows,
+            delivered_prediction=answer,
+            delivered_correct=answer == labels[rows],
+            latency_s=self.env.now - ready_s,
+        )
 
     def receive(self, state: NormState) -> None:
         """A downloaded state replaces the current one, unless an even newer one arrived first."""
