@@ -103,6 +103,12 @@ def per_device_value(value: float | list[float], device: int) -> float:
     return value[device % len(value)] if isinstance(value, list) else value
 
 
+_DATASET_VARIANTS = {
+    "synthetic": ("auto", "standard"),
+    "cifar10": ("auto", "standard", "exact_prefix", "jpeg"),
+}
+
+
 class DatasetConfig(Section):
     """Which images the devices see."""
 
@@ -113,8 +119,11 @@ class DatasetConfig(Section):
         "imagefolder: <class>/<image> folders, null: $FLEETSIM_IMAGENET)",
     )
     split: Literal["test", "train"] = Field("test", description="which split the streams draw from")
-    variant: Literal["auto", "standard", "exact_prefix", "jpeg"] = Field(
-        "auto", description="cifar10 only: standard pickles, the bit-exact prefix, or JPEG-derived"
+    variant: str = Field(
+        "auto",
+        description="cifar10: auto, standard (pickles), exact_prefix (bit-exact prefix) or jpeg "
+        "(JPEG-derived); imagefolder: auto, or <corruption>/<severity> to read that ImageNet-C "
+        "domain folder under root as the dataset",
     )
     size: int | None = Field(None, gt=0, description="keep (or generate) only this many images")
     cache: bool = Field(
@@ -149,19 +158,37 @@ class DatasetConfig(Section):
             raise ValueError("folder does not exist")
         return v
 
-    @model_validator(mode="after")
-    def _folder_source_fits(self) -> DatasetConfig:
-        if self.corruption_source == "folder" and self.name != "imagefolder":
+    @field_validator("variant")
+    @classmethod
+    def _known_variant(cls, v: str, info: ValidationInfo) -> str:
+        name = info.data.get("name")
+        if name == "imagefolder" and v not in ("auto", "standard"):
+            from simulator.data.corruptions import CORRUPTIONS
+
+            corruption, _, severity = v.partition("/")
+            if corruption not in CORRUPTIONS or severity not in ("1", "2", "3", "4", "5"):
+                raise ValueError(
+                    "imagefolder variant must be auto or <corruption>/<severity 1-5> (e.g. "
+                    f"fog/5); corruptions: {', '.join(CORRUPTIONS.names())}"
+                )
+        elif name in _DATASET_VARIANTS and v not in _DATASET_VARIANTS[name]:
+            raise ValueError(f"not a {name} variant; allowed: {', '.join(_DATASET_VARIANTS[name])}")
+        return v
+
+    @field_validator("corruption_source")
+    @classmethod
+    def _folder_source_fits(cls, v: str, info: ValidationInfo) -> str:
+        if v == "folder" and info.data.get("name", "imagefolder") != "imagefolder":
             raise ValueError(
-                f"corruption_source: folder pairs files by path and needs name imagefolder, "
-                f"not {self.name!r}"
+                f"folder pairs files by path and needs dataset.name imagefolder, not "
+                f"{info.data['name']!r}"
             )
-        if self.corruption_source == "folder" and self.cache:
+        if v == "folder" and info.data.get("cache"):
             raise ValueError(
-                "cache: the corruption cache holds generated corruptions only; set "
-                "cache false with corruption_source folder"
+                "the corruption cache (dataset.cache) holds generated corruptions only; set it "
+                "false with corruption_source folder"
             )
-        return self
+        return v
 
 
 class FleetConfig(Section):

@@ -265,10 +265,16 @@ def test_missing_domain_folders_and_other_class_folders_are_clear_errors(tree, t
         CorruptedFolder(None, dataset, [("contrast", 3)])
 
 
-def test_folder_source_is_validated_with_the_dataset(tree):
+def test_folder_source_and_imagefolder_variants_are_validated_with_the_dataset(tree):
     bad = tiny_scenario_dict(dataset={"name": "synthetic", "corruption_source": "folder"})
-    with pytest.raises(ScenarioError, match="needs name imagefolder"):
+    with pytest.raises(ScenarioError, match="dataset.corruption_source.*needs dataset.name"):
         scenario_from_dict(bad)
+    domain = {"name": "imagefolder", "root": str(tree["corrupted"]), "variant": "contrast/3"}
+    assert scenario_from_dict(tiny_scenario_dict(dataset=domain)).dataset.variant == "contrast/3"
+    with pytest.raises(ScenarioError, match="dataset.variant = 'contrast/7'"):
+        scenario_from_dict(tiny_scenario_dict(dataset={**domain, "variant": "contrast/7"}))
+    with pytest.raises(ScenarioError, match="dataset.variant = 'fog/5': not a cifar10 variant"):
+        scenario_from_dict(tiny_scenario_dict(dataset={"name": "cifar10", "variant": "fog/5"}))
 
 
 def test_run_streams_the_folder_files_through_the_pretrained_edge_model(tree, offline_cache):
