@@ -333,6 +333,7 @@ def _foundation_model(
         scenario.cloud.teacher,
         num_classes=num_classes,
         checkpoint=scenario.cloud.teacher_checkpoint,
+        pretrained=scenario.cloud.teacher_pretrained,
     )
     return model.eval().requires_grad_(False)
 

@@ -335,3 +335,14 @@ def test_cli_run_reports_a_missing_domain_folder_without_a_traceback(tree, tmp_p
     assert result.exit_code == 2, result.output
     assert "gaussian_noise/4" in result.output and "3, 5" in result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_the_routing_foundation_model_is_the_pretrained_teacher_too(tree, offline_cache):
+    from simulator.engine import _foundation_model
+
+    scenario = scenario_from_dict(_scenario(tree, cloud__adapter="none"))
+    model = _foundation_model(scenario, None, len(WNIDS))  # no adapter teacher: built for routing
+    net, mean, std = _direct(TEACHER, 101)
+    x = torch.rand(2, 3, SIDE, SIDE)
+    with torch.no_grad():
+        assert torch.allclose(model(x), net((x - mean) / std), atol=1e-6)
