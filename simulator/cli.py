@@ -201,7 +201,11 @@ def list_(kind: Annotated[ListKind, typer.Argument(help="What to list.")]) -> No
     for name in registry.names():
         table.add_row(name, registry.describe(name))
     if kind is ListKind.models:
-        table.add_row("timm:<name>", "any timm model by name (optional checkpoint)")
+        table.add_row(
+            "timm:<name>",
+            "any timm model by name: random init (optional checkpoint), or timm's published "
+            "weights with edge.pretrained / cloud.teacher_pretrained (local file or cache)",
+        )
     console.print(table)
 
 
