@@ -175,7 +175,31 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
             f"{row['uploaded_samples']:,}",
         )
     console.print(domains)
+    if "model_switches" in summary:
+        _print_selection(summary)
     console.print(f"results: {out_dir}/summary.json, events.parquet, config.yaml")
+
+
+def _print_selection(summary: dict) -> None:
+    """Model selection per device class: accuracy, edge compute per batch, budget, models."""
+    table = Table(
+        title=f"model selection per profile ({summary['model_switches']} switches: "
+        + ", ".join(f"{k} {v}" for k, v in summary["switches_by_reason"].items())
+        + ")"
+    )
+    for col in ("profile", "samples", "accuracy", "compute mean / p95", "within budget", "models"):
+        table.add_column(col, justify="left" if col in ("profile", "models") else "right")
+    for name, row in summary["per_profile"].items():
+        within = row.get("within_budget")
+        table.add_row(
+            name,
+            f"{row['samples']:,}",
+            f"{100 * row['accuracy']:.2f} %",
+            f"{row['compute_mean_ms']:.1f} / {row['compute_p95_ms']:.1f} ms",
+            "-" if within is None else f"{100 * within:.1f} %",
+            ", ".join(f"{m} {100 * share:.0f}%" for m, share in row["models"].items()),
+        )
+    console.print(table)
 
 
 class ListKind(str, Enum):
@@ -185,6 +209,7 @@ class ListKind(str, Enum):
     models = "models"
     corruptions = "corruptions"
     profiles = "profiles"
+    selection = "selection"
 
 
 @app.command("list")
@@ -229,6 +254,10 @@ def _list_profiles() -> None:
 
 
 def _registry(kind: ListKind):
+    if kind is ListKind.selection:
+        from policies.selection import SELECTION_POLICIES
+
+        return SELECTION_POLICIES
     if kind is ListKind.policies:
         from policies.upload import UPLOAD_POLICIES
 
@@ -342,6 +371,76 @@ def zoo_list() -> None:
             f"{info.get('params', 0):,}",
             Path(str(info.get("weights", "")).split(" (")[0].removeprefix("shipped: ")).name,
             str(info.get("description", "")),
+        )
+    console.print(table)
+
+
+@zoo_app.command("family")
+def zoo_family(
+    name: Annotated[str, typer.Option(help="Family name (written into the file).")] = (
+        "cifar10_resnet"
+    ),
+    models: Annotated[
+        str, typer.Option(help="Comma-separated zoo models, the family's members.")
+    ] = "resnet20,resnet32,resnet44,resnet56",
+    dataset: Annotated[str, typer.Option(help="Dataset the accuracy is measured on.")] = "cifar10",
+    variant: Annotated[
+        str, typer.Option(help="Dataset variant (cifar10: exact_prefix = 1,017 bit-exact images).")
+    ] = "exact_prefix",
+    split: Annotated[str, typer.Option(help="Dataset split.")] = "test",
+    size: Annotated[int | None, typer.Option(help="Only the first N images.")] = None,
+    root: Annotated[Path | None, typer.Option(help="Dataset folder (default: searched).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="JSON file (default: the shipped families folder, <name>.json)."),
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, help="Torch CPU threads.")] = 2,
+) -> None:
+    """Measure a model family for selection (selection.adaptivenet.family): accuracy of each
+    member on a stated image set, and MACs per image counted from the model; writes a JSON."""
+    import torch
+
+    from policies.selection.family import family_dir, measure_family
+
+    torch.set_num_threads(threads)
+    members = [m.strip() for m in models.split(",") if m.strip()]
+    data = _dataset(dataset, split, root, variant, 0, size)
+    command = (
+        f"fleetsim zoo family --name {name} --models {','.join(members)} --dataset {dataset} "
+        f"--variant {variant} --split {split}" + (f" --size {size}" if size else "")
+    )
+    try:
+        family = measure_family(
+            members,
+            data.images,
+            data.labels,
+            name=name,
+            measured_on={
+                "dataset": dataset,
+                "variant": variant,
+                "split": split,
+                # the file name, not this machine's folder: the md5s below pin the pixels
+                "source": Path(data.source.split(" (")[0]).name
+                + data.source[len(data.source.split(" (")[0]) :],
+            },
+            command=command,
+        )
+    except ValueError as exc:  # an unknown model, missing weights (ModelError), a bad family
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    target = out or family_dir() / f"{name}.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(family.to_json())
+    table = Table(title=f"zoo family {name} -> {target} ({len(data)} images, {data.source})")
+    for col in ("model", "accuracy", "correct", "MMACs/image", "params"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for m in family.members:
+        table.add_row(
+            m.model,
+            f"{100 * m.accuracy:.2f} %",
+            f"{m.correct}/{m.images}",
+            f"{m.macs / 1e6:.2f}",
+            f"{m.params:,}",
         )
     console.print(table)
 

@@ -580,6 +580,139 @@ class RoutingConfig(Section):
         return self._plugins.get(name) or ROUTING_POLICIES.get(name).Config()
 
 
+BudgetMs = float | list[float] | dict[str, float]
+
+
+def _budget_ms(v: Any) -> Any:
+    """A latency budget: ms for every device, a list cycled over devices, or ms per profile."""
+    if isinstance(v, dict):
+        if not v:
+            raise ValueError("must be ms, a list of ms per device, or a mapping profile -> ms")
+        for key, ms in v.items():
+            if isinstance(ms, bool) or not isinstance(ms, int | float) or not ms > 0:
+                raise ValueError(f"{key}: must be a number of ms > 0, got {ms!r}")
+        return {str(k): float(ms) for k, ms in v.items()}
+    return _per_device(v, unit="ms", allow_zero=False)
+
+
+class BudgetChange(Section):
+    """From ``at_s`` on, devices have this latency budget (until a later change)."""
+
+    at_s: float = Field(ge=0, description="simulated time of the change, s")
+    latency_budget_ms: BudgetMs = Field(
+        description="new budget: ms, a list per device, or profile -> ms"
+    )
+
+    @field_validator("latency_budget_ms", mode="before")
+    @classmethod
+    def _valid_budget(cls, v: Any) -> Any:
+        return _budget_ms(v)
+
+
+class Slowdown(Section):
+    """Edge compute takes ``factor`` times longer from ``start_s`` to ``end_s`` (thermal
+    throttling, background load) on the devices named (all when neither list is given)."""
+
+    start_s: float = Field(0.0, ge=0, description="start, simulated s")
+    end_s: float | None = Field(None, description="end, simulated s (null: to the end of the run)")
+    factor: float = Field(gt=0, description="compute-time multiplier (2: twice as slow)")
+    devices: list[int] | None = Field(None, description="device ids (null: any)")
+    profiles: list[str] | None = Field(None, description="hardware profile names (null: any)")
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> Slowdown:
+        if self.end_s is not None and self.end_s <= self.start_s:
+            raise ValueError(f"end_s {self.end_s} must be after start_s {self.start_s}")
+        return self
+
+    def applies(self, device: int, profile: str | None, now_s: float) -> bool:
+        return (
+            self.start_s <= now_s
+            and (self.end_s is None or now_s < self.end_s)
+            and (self.devices is None or device in self.devices)
+            and (self.profiles is None or profile in self.profiles)
+        )
+
+
+class SelectionConfig(Section):
+    """Which model each device runs (``fixed``: edge.model everywhere; ``adaptivenet``: the best
+    family member within the device's latency budget), the devices' latency budgets and their
+    slowdowns. Policy parameters live in a sub-section named after it (``selection.adaptivenet.*``).
+
+    Budgets and slowdowns describe the devices, not the policy, so one-model-for-all runs under the
+    same conditions and reports the same latency figures. The budget is for one full edge batch
+    (``stream.batch_size`` images), the unit a device computes in."""
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    name: str = Field("fixed", description="selection policy (fleetsim list selection)")
+    latency_budget_ms: BudgetMs | None = Field(
+        None,
+        description="edge compute budget per batch: ms, a list cycled over devices, or a "
+        "mapping profile -> ms ('default' for the rest); null: no budget",
+    )
+    budget_schedule: list[BudgetChange] = Field(
+        default_factory=list, description="budget changes over simulated time (at_s, budget)"
+    )
+    slowdown: list[Slowdown] = Field(
+        default_factory=list,
+        description="compute slowdowns over simulated time (start_s, end_s, factor, devices, "
+        "profiles); overlapping ones multiply",
+    )
+    _plugins: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_selection(cls, v: str) -> str:
+        from policies.selection import SELECTION_POLICIES
+
+        return _registered(SELECTION_POLICIES, v)
+
+    @field_validator("latency_budget_ms", mode="before")
+    @classmethod
+    def _valid_budget(cls, v: Any) -> Any:
+        return None if v is None else _budget_ms(v)
+
+    @property
+    def active(self) -> bool:
+        """Whether devices go through model selection (anything but the plain default)."""
+        return bool(
+            self.name != "fixed"
+            or self.latency_budget_ms is not None
+            or self.budget_schedule
+            or self.slowdown
+        )
+
+    def budget_s(self, device: int, profile: str | None, now_s: float) -> float | None:
+        """The latency budget (s) of ``device`` at ``now_s`` (None: no budget)."""
+        value = self.latency_budget_ms
+        for change in sorted(self.budget_schedule, key=lambda c: c.at_s):
+            if change.at_s <= now_s:
+                value = change.latency_budget_ms
+        if value is None:
+            return None
+        if isinstance(value, dict):
+            ms = value.get(str(profile), value.get("default"))
+            assert ms is not None  # every profile in use is covered (checked at load)
+            return ms / 1000.0
+        return per_device_value(value, device) / 1000.0
+
+    def slowdown_factor(self, device: int, profile: str | None, now_s: float) -> float:
+        """Product of the slowdown factors in force for ``device`` at ``now_s``."""
+        factor = 1.0
+        for slow in self.slowdown:
+            if slow.applies(device, profile, now_s):
+                factor *= slow.factor
+        return factor
+
+    def params(self, name: str | None = None) -> BaseModel:
+        """Validated parameters of selection policy ``name`` (default: the selected one)."""
+        from policies.selection import SELECTION_POLICIES
+
+        name = name or self.name
+        return self._plugins.get(name) or SELECTION_POLICIES.get(name).Config()
+
+
 class Scenario(Section):
     """A whole fleetsim run: data, fleet, streams, network, edge, cloud and upload policy."""
 
@@ -594,10 +727,11 @@ class Scenario(Section):
     cloud: CloudConfig = Field(default_factory=CloudConfig)
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    selection: SelectionConfig = Field(default_factory=SelectionConfig)
 
     def resolved(self) -> dict[str, Any]:
         """Plain dict of every value in force (defaults filled), as written to config.yaml."""
-        data = self.model_dump(mode="json", exclude={"cloud", "policy", "routing"})
+        data = self.model_dump(mode="json", exclude={"cloud", "policy", "routing", "selection"})
         cloud = self.cloud.model_dump(mode="json")
         policy = self.policy.model_dump(mode="json")
         routing = self.routing.model_dump(mode="json")
@@ -609,6 +743,9 @@ class Scenario(Section):
             for key, params in plugins.items():
                 section[key] = params.model_dump(mode="json", by_alias=True)
         data["cloud"], data["policy"], data["routing"] = cloud, policy, routing
+        data["selection"] = self.selection.model_dump(mode="json")
+        for key, params in self.selection._plugins.items():
+            data["selection"][key] = params.model_dump(mode="json", by_alias=True)
         return data
 
 
@@ -625,6 +762,10 @@ def _plugin_registry(section: str) -> tuple[Any, str]:
         from policies.routing import ROUTING_POLICIES
 
         return ROUTING_POLICIES, "name"
+    if section == "selection":
+        from policies.selection import SELECTION_POLICIES
+
+        return SELECTION_POLICIES, "name"
     from simulator.adaptation import ADAPTERS
 
     return ADAPTERS, "adapter"
@@ -643,6 +784,7 @@ def _validate_plugins(
         ("policy", PolicyConfig),
         ("cloud", CloudConfig),
         ("routing", RoutingConfig),
+        ("selection", SelectionConfig),
     ):
         raw = data.get(section) or {}
         if not isinstance(raw, dict):
@@ -754,6 +896,7 @@ def scenario_from_dict(
     except ValidationError as exc:
         raise ScenarioError(_problems_from(exc) + problems, source) from None
     problems += _routing_problems(scenario)
+    problems += _selection_problems(scenario)
     if problems:
         raise ScenarioError(problems, source)
     for section, params in plugins.items():
@@ -779,6 +922,93 @@ def _routing_problems(scenario: Scenario) -> list[Problem]:
             )
         ]
     return []
+
+
+def _selection_problems(scenario: Scenario) -> list[Problem]:
+    """Model selection other than ``fixed`` is a zero-upload baseline on profiled devices; budgets
+    per profile cover every profile in use; slowdowns name existing devices and profiles."""
+    from simulator.fleet.profiles import PROFILES
+
+    sel, problems = scenario.selection, []
+    if sel.name != "fixed":
+        why = (
+            f"selection.name {sel.name!r} switches each device's model, so the cloud cannot adapt "
+            "one edge state for it: it runs as a zero-upload baseline"
+        )
+        if scenario.cloud.adapter not in ("none", "bn_stats"):
+            problems.append(
+                Problem(
+                    "cloud.adapter",
+                    scenario.cloud.adapter,
+                    f"{why}; set cloud.adapter: none (or bn_stats, edge-only)",
+                )
+            )
+        if scenario.policy.name != "none":
+            problems.append(
+                Problem("policy.name", scenario.policy.name, f"{why}; set policy.name: none")
+            )
+        if scenario.edge.profile is None:
+            problems.append(
+                Problem(
+                    "edge.profile",
+                    None,
+                    f"selection.name {sel.name!r} needs hardware profiles to predict each "
+                    "member's latency (fleetsim list profiles)",
+                )
+            )
+        if sel.latency_budget_ms is None and not sel.budget_schedule:
+            problems.append(
+                Problem(
+                    "selection.latency_budget_ms",
+                    None,
+                    f"selection.name {sel.name!r} needs a latency budget (ms per batch)",
+                )
+            )
+    known = sorted(set(PROFILES) | set(scenario.edge.profiles))
+    devices = scenario.fleet.devices
+    in_use = {scenario.edge.profile_name(d) for d in range(min(devices, 10_000))}
+    budgets = [("selection.latency_budget_ms", sel.latency_budget_ms)] + [
+        (f"selection.budget_schedule.{i}.latency_budget_ms", c.latency_budget_ms)
+        for i, c in enumerate(sel.budget_schedule)
+    ]
+    for path, value in budgets:
+        if not isinstance(value, dict):
+            continue
+        for key in value:
+            if key != "default" and key not in known:
+                allowed = ", ".join(["default", *known])
+                problems.append(
+                    Problem(f"{path}.{key}", value[key], f"unknown profile; allowed: {allowed}")
+                )
+        missing = sorted(str(p) for p in in_use if str(p) not in value)
+        if missing and "default" not in value:
+            problems.append(
+                Problem(
+                    path,
+                    value,
+                    f"no budget for profile(s) {', '.join(missing)} (add them or 'default')",
+                )
+            )
+    for i, slow in enumerate(sel.slowdown):
+        for j, d in enumerate(slow.devices or []):
+            if not 0 <= d < devices:
+                problems.append(
+                    Problem(
+                        f"selection.slowdown.{i}.devices.{j}",
+                        d,
+                        f"no such device (0..{devices - 1})",
+                    )
+                )
+        for j, name in enumerate(slow.profiles or []):
+            if name not in known:
+                problems.append(
+                    Problem(
+                        f"selection.slowdown.{i}.profiles.{j}",
+                        name,
+                        f"unknown profile; allowed: {', '.join(known)}",
+                    )
+                )
+    return problems
 
 
 def read_scenario_yaml(path: str | Path) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import simpy
 import torch
 
 from policies.routing import ROUTING_POLICIES, OffloadConfig
+from policies.selection import SELECTION_POLICIES
 from policies.upload import UPLOAD_POLICIES, UploadPolicy
 from simulator.adaptation import ADAPTERS
 from simulator.config import Scenario, dump_scenario
@@ -34,7 +35,8 @@ from simulator.fleet.device import EdgeDevice, NormState
 from simulator.fleet.executor import ExecutorKind, FleetExecutor
 from simulator.fleet.links import FleetNetwork
 from simulator.fleet.payload import encoded_sizes
-from simulator.metrics import EventRecorder, summarize
+from simulator.fleet.selection import DeviceSelector, Member
+from simulator.metrics import EventRecorder, summarize, summarize_selection
 from simulator.models.flops import count_macs
 from simulator.models.norm import get_norm_state
 from simulator.models.zoo import create_model
@@ -216,6 +218,11 @@ def run_scenario(
             policy.bind_inner(inner_cls(scenario.policy.params(inner), num_classes, rng))
         return policy
 
+    selectors: dict[int, DeviceSelector] = {}
+    if scenario.selection.active:  # per-device model choice (policies/selection)
+        selectors = _selectors(
+            scenario, edge_model, runtime, recorder, num_classes, (3, height, width), executor
+        )
     devices: dict[int, EdgeDevice] = {}
     cloud = Cloud(
         env,
@@ -266,6 +273,7 @@ def run_scenario(
             initial_state=NormState(source_state, version=0),
             recorder=recorder,
             latest_version=cloud.latest_version,
+            selector=selectors.get(d),
             router=routing_cls(routing, num_classes),
             foundation=foundation,
             answer_bytes_per_sample=getattr(routing, "answer_bytes_per_sample", 4),
@@ -301,6 +309,9 @@ def run_scenario(
     for row in summary["per_device"]:
         row.update(network.device_summary(row["device"], env.now))
     _add_energy(summary, scenario, devices, macs)
+    if selectors:
+        groups = {d: str(edge.profile_name(d)) for d in devices}
+        _merge_selection(summary, summarize_selection(events, groups))
     if foundation is not None:
         summary.update(
             foundation_busy_s=foundation.busy_s,
@@ -317,6 +328,11 @@ def run_scenario(
         "setup_s": loop_start - wall_start,  # data, models, adapter, streams
         "loop_s": loop_s,  # the simulation itself (SimPy, inference, cloud, network)
     }
+    if selectors:  # every member's executor ran edge batches, not only edge.model's
+        runs = {id(m.executor): m.executor for m in selectors[0].members.values()}
+        runs[id(runtime)] = runtime
+        extra["executor"]["forward_passes"] = sum(e.forward_passes for e in runs.values())
+        extra["executor"]["rows"] = sum(e.rows_run for e in runs.values())
     return RunResult(scenario, events, summary, extra)
 
 
@@ -357,7 +373,12 @@ def _add_energy(
         assert hardware is not None
         stream = devices[d].stream
         sizes = [s.stop - s.start for s in map(stream.batch, range(stream.num_batches))]
-        compute = sum(hardware.compute_s(n, macs) for n in sizes)
+        selector = devices[d].selector  # with model selection: the members' actual compute
+        compute = (
+            selector.compute_total_s
+            if selector is not None
+            else sum(hardware.compute_s(n, macs) for n in sizes)
+        )
         figures = {
             "compute_s": compute,
             "energy_compute_j": hardware.compute_j(compute),
@@ -392,6 +413,71 @@ def _add_energy(
             for name, g in sorted(per_profile.items())
         },
     )
+
+
+def _selectors(
+    scenario: Scenario,
+    edge_model: torch.nn.Module,
+    runtime: FleetExecutor,
+    recorder: EventRecorder,
+    num_classes: int,
+    input_shape: tuple[int, int, int],
+    executor: ExecutorKind,
+) -> dict[int, DeviceSelector]:
+    """One :class:`DeviceSelector` per device over the selection policy's candidate models.
+
+    Every candidate gets one executor shared by the fleet (``edge.model`` keeps ``runtime``), so a
+    device's memory stays its normalization state; latency comes from each candidate's counted MACs
+    on the device's profile (or the fixed ms of ``edge`` for one model without a profile).
+    """
+    sel, edge = scenario.selection, scenario.edge
+    policy_cls = SELECTION_POLICIES.get(sel.name)
+    members: dict[str, tuple[FleetExecutor, dict[str, torch.Tensor], int]] = {}
+    for name in policy_cls.candidates(sel.params(), edge.model):
+        if name == edge.model:
+            model, member_runtime = edge_model, runtime
+        else:
+            model = create_model(name, num_classes=num_classes)
+            member_runtime = FleetExecutor(
+                model, kind=executor, batch_statistics=runtime.batch_statistics, load=runtime.load
+            )
+        macs = count_macs(model, input_shape) if edge.profile is not None else 0
+        members[name] = (member_runtime, get_norm_state(model), macs)
+
+    def nominal(d: int, macs: int) -> Callable[[int], float]:
+        hardware = edge.hardware(d)
+        if hardware is not None:
+            return lambda n: hardware.compute_s(n, macs)
+        return lambda n: (edge.ms_per_batch + edge.ms_per_sample * n) / 1000.0
+
+    selectors = {}
+    for d in range(scenario.fleet.devices):
+        profile = edge.profile_name(d)
+        selectors[d] = DeviceSelector(
+            d,
+            policy_cls(sel.params(), edge.model),
+            {
+                name: Member(name, ex, state, nominal(d, macs))
+                for name, (ex, state, macs) in members.items()
+            },
+            budget_s=lambda now, d=d, p=profile: sel.budget_s(d, p, now),
+            slowdown=lambda now, d=d, p=profile: sel.slowdown_factor(d, p, now),
+            batch_size=scenario.stream.batch_size,
+            record=recorder.message,
+        )
+    return selectors
+
+
+def _merge_selection(summary: dict[str, Any], selection: dict[str, Any]) -> None:
+    """Selection figures into the summary: headline keys, per profile and per device."""
+    per_profile = selection.pop("per_profile")
+    per_device = selection.pop("per_device")
+    summary.update(selection)
+    groups = summary.setdefault("per_profile", {})
+    for name, figures in per_profile.items():
+        groups.setdefault(name, {}).update(figures)
+    for row in summary["per_device"]:
+        row.update(per_device.get(row["device"], {}))
 
 
 def replace_dir(source: Path, target: Path) -> None:

@@ -213,3 +213,88 @@ def _queue(queue: pd.DataFrame) -> dict[str, Any]:
     span = t[-1] - t[0]
     mean = float((q[:-1] * np.diff(t)).sum() / span) if span > 0 else float(q.mean())
     return {"cloud_queue_mean": mean, "cloud_queue_max": int(q.max())}
+
+
+def summarize_selection(events: pd.DataFrame, group_of: dict[int, str]) -> dict[str, Any]:
+    """Model-selection figures (policies/selection): which member answered the samples, edge
+    compute per batch against the latency budget, and the switches, for the fleet, per group of
+    devices (``group_of``: device -> hardware profile name) and per device.
+
+    ``compute`` is the simulated edge compute of the batch that answered a sample (slowdowns
+    included; ``compute_s`` column), ``within_budget`` the share of samples whose batch met the
+    budget in force (``budget_s``; samples without a budget left out), ``latency`` the time from
+    the batch being ready to the answer (``latency_s``, with any wait behind earlier batches).
+    """
+    samples = events[events["kind"] == "sample"]
+    if "model" not in samples:
+        return {}
+    switches = events[events["kind"] == "switch"]
+    switches = switches[switches["from_model"].astype(str) != ""]  # not the initial choices
+
+    def figures(group: pd.DataFrame) -> dict[str, Any]:
+        compute_ms = group["compute_s"].to_numpy(dtype=float) * 1000.0
+        budget_ms = group["budget_s"].to_numpy(dtype=float) * 1000.0
+        budgeted = np.isfinite(budget_ms)
+        out: dict[str, Any] = {
+            "compute_mean_ms": float(compute_ms.mean()) if len(group) else None,
+            "compute_p95_ms": float(np.percentile(compute_ms, 95)) if len(group) else None,
+            "within_budget": float((compute_ms[budgeted] <= budget_ms[budgeted]).mean())
+            if budgeted.any()
+            else None,
+            "models": {
+                str(m): float(share)
+                for m, share in group["model"].astype(str).value_counts(normalize=True).items()
+            },
+        }
+        if "latency_s" in group:
+            latency_ms = group["latency_s"].to_numpy(dtype=float) * 1000.0
+            latency_ms = latency_ms[np.isfinite(latency_ms)]
+            if len(latency_ms):
+                out["latency_mean_ms"] = float(latency_ms.mean())
+                out["latency_p95_ms"] = float(np.percentile(latency_ms, 95))
+        return out
+
+    def switch_count(devices: set[int]) -> int:
+        return int(switches["device"].isin(devices).sum()) if len(switches) else 0
+
+    per_model = {
+        str(model): {
+            "samples": int(len(g)),
+            "accuracy": float(g["correct"].mean()),
+            "devices": int(g["device"].nunique()),
+        }
+        for model, g in samples.groupby(samples["model"].astype(str), sort=True)
+    }
+    group_names = samples["device"].map(lambda d: group_of.get(int(d), "none"))
+    per_profile = {}
+    for name, g in samples.groupby(group_names, sort=True):
+        devices = {int(d) for d in g["device"].unique()}
+        per_profile[str(name)] = {
+            "samples": int(len(g)),
+            "accuracy": float(g["correct"].mean()),
+            **figures(g),
+            "model_switches": switch_count(devices),
+        }
+    per_device = {
+        int(d): {
+            "compute_mean_ms": float(g["compute_s"].mean() * 1000.0),
+            "models": sorted(g["model"].astype(str).unique()),
+            "model_switches": switch_count({int(d)}),
+        }
+        for d, g in samples.groupby("device", sort=True)
+    }
+    fleet = figures(samples)
+    return {
+        "model_switches": int(len(switches)),
+        "switches_by_reason": {
+            str(r): int(c) for r, c in switches["reason"].astype(str).value_counts().items()
+        }
+        if len(switches)
+        else {},
+        "within_budget": fleet["within_budget"],
+        "compute_mean_ms": fleet["compute_mean_ms"],
+        "compute_p95_ms": fleet["compute_p95_ms"],
+        "per_model": per_model,
+        "per_profile": per_profile,
+        "per_device": per_device,
+    }

@@ -15,6 +15,7 @@ from policies.upload import UploadPolicy
 from simulator.data.streams import DeviceStream
 from simulator.fleet.executor import FleetExecutor
 from simulator.fleet.network import Delivery, Link
+from simulator.fleet.selection import DeviceSelector
 from simulator.metrics import EventRecorder
 
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ class EdgeDevice:
         router: RoutingPolicy | None = None,
         foundation: FoundationServer | None = None,
         answer_bytes_per_sample: int = 4,
+        selector: DeviceSelector | None = None,
     ):
         self.env, self.id, self.stream, self.labels = env, device_id, stream, labels
         self.executor, self.policy = executor, policy
@@ -78,6 +80,8 @@ class EdgeDevice:
         self.router, self.foundation = router, foundation
         self.answer_bytes_per_sample = answer_bytes_per_sample
         self._offload_messages = 0
+        # model selection: None runs ``executor`` with ``compute_s`` (one model for the fleet)
+        self.selector = selector
 
     def run(self) -> Generator[simpy.Event, None, None]:
         for b in range(self.stream.num_batches):
@@ -88,9 +92,21 @@ class EdgeDevice:
             # the batch runs with the state held when its computation starts; a download landing
             # mid-computation applies from the next batch on (this fixes the request's inputs at
             # submission, which lets the executor batch it with other devices' requests)
+            executor, compute_s, chosen_model = self.executor, 0.0, {}
+            if self.selector is None:
+                compute_s = self.compute_s(rows.stop - rows.start)
+            else:  # which family member runs this batch (a switch starts from its source state)
+                plan = self.selector.plan(self.env.now, rows.stop - rows.start)
+                if plan.switch_to is not None:
+                    self.state = NormState(plan.switch_to, version=self.state.version)
+                executor, compute_s = plan.executor, plan.compute_s
+                budget_s = np.nan if plan.budget_s is None else plan.budget_s
+                chosen_model = dict(model=plan.model, compute_s=compute_s, budget_s=budget_s)
             state = self.state
-            ticket = self.executor.submit(self.id, state.tensors, source=(self.stream, b))
-            yield self.env.timeout(self.compute_s(rows.stop - rows.start))
+            ticket = executor.submit(self.id, state.tensors, source=(self.stream, b))
+            yield self.env.timeout(compute_s)
+            if self.selector is not None:
+                self.selector.measured(compute_s)
             out = ticket.result()
             images = ticket.images
             assert images is not None
@@ -129,6 +145,7 @@ class EdgeDevice:
                 delivered_prediction=prediction,
                 delivered_correct=prediction == labels,
                 latency_s=np.where(offload, np.nan, self.env.now - ready_s),
+                **chosen_model,
             )
             if offload.any():  # before this batch's upload: the latency-critical message goes first
                 offloaded = np.flatnonzero(offload)
