@@ -799,12 +799,12 @@ def _corruption_grid(
 
 
 def _dataset(name: str, split: str, root: Path | None, variant: str, seed: int, size: int | None):
-    from simulator.data.datasets import create_dataset
+    from simulator.data.datasets import DatasetError, create_dataset
     from simulator.registry import UnknownNameError
 
     try:
         return create_dataset(name, split=split, root=root, variant=variant, seed=seed, size=size)
-    except (UnknownNameError, ValueError) as exc:  # DatasetError is a ValueError
+    except (UnknownNameError, ValueError, DatasetError) as exc:
         errors.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from None
 

@@ -327,3 +327,22 @@ def test_selection_config_errors_name_the_dotted_path(tmp_path, synthetic_family
     )
     with pytest.raises(ValidationError):
         AdaptiveNetConfig(headroom=1.0)
+
+
+def test_zoo_family_command_writes_a_measured_table(tmp_path):
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+
+    out = tmp_path / "syn.json"
+    args = ["zoo", "family", "--name", "syn", "--models", "synthetic_edge", "--dataset"]
+    args += ["synthetic", "--variant", "auto", "--size", "32", "--out", str(out), "--threads", "1"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    family = load_family(out)
+    assert family.models == ["synthetic_edge"] and family.members[0].images == 32
+    assert "--size 32" in family.command and family.measured_on["dataset"] == "synthetic"
+    bad = CliRunner().invoke(app, [*args[:5], "nonsense", *args[6:]])
+    assert bad.exit_code == 2 and "unknown model" in bad.output
+    wrong = CliRunner().invoke(app, ["zoo", "family", "--dataset", "synthetic"])  # exact_prefix
+    assert wrong.exit_code == 2 and "no variant 'exact_prefix'" in wrong.output
