@@ -222,8 +222,10 @@ def summarize_selection(events: pd.DataFrame, group_of: dict[int, str]) -> dict[
 
     ``compute`` is the simulated edge compute of the batch that answered a sample (slowdowns
     included; ``compute_s`` column), ``within_budget`` the share of samples whose batch met the
-    budget in force (``budget_s``; samples without a budget left out), ``latency`` the time from
-    the batch being ready to the answer (``latency_s``, with any wait behind earlier batches).
+    budget in force (``budget_s``; samples without a budget left out), ``fallback`` the share
+    answered by the fastest member because no member was predicted to meet the budget, ``latency``
+    the time from the batch being ready to the answer (``latency_s``, with any wait behind earlier
+    batches).
     """
     samples = events[events["kind"] == "sample"]
     if "model" not in samples:
@@ -241,6 +243,7 @@ def summarize_selection(events: pd.DataFrame, group_of: dict[int, str]) -> dict[
             "within_budget": float((compute_ms[budgeted] <= budget_ms[budgeted]).mean())
             if budgeted.any()
             else None,
+            "fallback": float(group["fallback"].astype(bool).mean()) if len(group) else None,
             "models": {
                 str(m): float(share)
                 for m, share in group["model"].astype(str).value_counts(normalize=True).items()
@@ -292,6 +295,7 @@ def summarize_selection(events: pd.DataFrame, group_of: dict[int, str]) -> dict[
         if len(switches)
         else {},
         "within_budget": fleet["within_budget"],
+        "fallback": fleet["fallback"],
         "compute_mean_ms": fleet["compute_mean_ms"],
         "compute_p95_ms": fleet["compute_p95_ms"],
         "per_model": per_model,

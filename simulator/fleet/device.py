@@ -101,7 +101,9 @@ class EdgeDevice:
                     self.state = NormState(plan.switch_to, version=self.state.version)
                 executor, compute_s = plan.executor, plan.compute_s
                 budget_s = np.nan if plan.budget_s is None else plan.budget_s
-                chosen_model = dict(model=plan.model, compute_s=compute_s, budget_s=budget_s)
+                chosen_model = dict(
+                    model=plan.model, compute_s=compute_s, budget_s=budget_s, fallback=plan.fallback
+                )
             state = self.state
             ticket = executor.submit(self.id, state.tensors, source=(self.stream, b))
             yield self.env.timeout(compute_s)

@@ -35,13 +35,15 @@ class Member:
 @dataclass(frozen=True)
 class BatchPlan:
     """How the next batch runs: member, executor, the state to switch to (None: keep the one held),
-    simulated compute seconds (slowdown included) and the budget in force (s, None: no budget)."""
+    simulated compute seconds (slowdown included), the budget in force (s, None: no budget), and
+    whether the member runs as a fallback (no member was predicted to meet the budget)."""
 
     model: str
     executor: FleetExecutor
     switch_to: dict[str, torch.Tensor] | None
     compute_s: float
     budget_s: float | None
+    fallback: bool = False
 
 
 class DeviceSelector:
@@ -94,6 +96,7 @@ class DeviceSelector:
             member.source_state if switched else None,
             compute,
             budget,
+            not decision.fits,
         )
 
     def measured(self, observed_s: float) -> None:
