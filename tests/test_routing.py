@@ -110,6 +110,17 @@ def test_router_raises_the_threshold_after_slow_answers_and_while_one_is_outstan
     assert router.route(batch, now_s=0.5, edge_s=0.02).sum() <= 1
 
 
+def test_router_caps_each_batch_at_the_allowed_share_when_its_window_lags_a_shift():
+    router = _edgefm(threshold=0.2, latency_slo_ms=100, initial_rtt_ms=160, update_interval_s=0)
+    router.route(_probs_with_uncertainty([0.1] * 60), now_s=0.0, edge_s=0.02)  # an easy domain
+    harder = _probs_with_uncertainty([0.6, 0.7, 0.8, 0.9, 0.95, 0.65, 0.75, 0.85])
+    mask = router.route(harder, now_s=1.0, edge_s=0.02)
+    assert router.last_threshold == 0.2  # the window's median is still the easy domain's
+    assert router.share == pytest.approx(0.5)  # 20 + 0.5 * 160 = 100 ms
+    assert mask.tolist() == [False, False, True, True, True, False, False, True]  # 4 of 8, top u
+    assert router.last_routes[~mask].tolist() == [SLO_LIMITED] * 4
+
+
 def test_router_rechooses_the_threshold_only_every_update_interval():
     router = _edgefm(threshold=0.2, latency_slo_ms=100, initial_rtt_ms=10, update_interval_s=2)
     batch = _probs_with_uncertainty([0.1, 0.3, 0.5, 0.7, 0.9])

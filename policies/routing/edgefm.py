@@ -28,6 +28,9 @@ stated here and in the README, is:
   last ``window_samples`` samples, so that (for a stationary stream) at most the ``f_max`` most
   uncertain share is offloaded: the samples on which the foundation model helps most go first.
   A sample is offloaded iff ``u > tau``. ``tau`` never falls as ``D`` rises.
+* **Per-batch cap**: the window lags a domain shift (a batch of a harder corruption is more
+  uncertain than the window says), so each batch also offloads at most ``floor(f_max * B)`` of its
+  ``B`` samples, its most uncertain above ``tau`` (the rest are ``slo_limited``).
 * **Probe**: with nothing offloaded nothing is measured, so a pessimistic estimate would stick. When
   no offload has been answered for ``probe_interval_s`` and none is in flight, the most uncertain
   sample of a batch (if above the base threshold) is offloaded anyway (route code ``probe``).
@@ -130,7 +133,10 @@ class EdgeFMRouting(RoutingPolicy):
             0.3, gt=0, le=1, description="EWMA weight of the newest observed offload round trip"
         )
         initial_rtt_ms: float = Field(
-            100.0, ge=0, description="offload round trip assumed before the first answer, ms"
+            500.0,
+            ge=0,
+            description="offload round trip assumed before the first answer, ms (pessimistic: "
+            "the first answer replaces it)",
         )
         update_interval_s: float = Field(
             1.0, ge=0, description="re-choose the threshold at most this often (0: every batch)"
@@ -149,6 +155,7 @@ class EdgeFMRouting(RoutingPolicy):
         cfg: EdgeFMRouting.Config = self.config  # type: ignore[assignment]
         self.rtt = Ewma(cfg.ewma_alpha, cfg.initial_rtt_ms / 1000.0)
         self.threshold = float(cfg.threshold)
+        self.share = 1.0  # f_max when the threshold was chosen
         self._chosen_s: float | None = None
         self._recent = np.empty(0, dtype=np.float64)
         self._outstanding: dict[int, float] = {}  # message id -> sent at
@@ -166,15 +173,15 @@ class EdgeFMRouting(RoutingPolicy):
         u = margin_uncertainty(probs).numpy().astype(np.float64)
         self._recent = np.concatenate([self._recent, u])[-cfg.window_samples :]
         if self._chosen_s is None or now_s - self._chosen_s >= cfg.update_interval_s:
-            self.threshold = edgefm_threshold(
-                cfg.threshold,
-                cfg.latency_slo_ms / 1000.0,
-                edge_s,
-                self.offload_delay_s(now_s),
-                self._recent,
-            )
+            delay_s, slo_s = self.offload_delay_s(now_s), cfg.latency_slo_ms / 1000.0
+            self.threshold = edgefm_threshold(cfg.threshold, slo_s, edge_s, delay_s, self._recent)
+            self.share = offload_share(slo_s, edge_s, delay_s)
             self._chosen_s = now_s
         offload = u > self.threshold
+        cap = len(u) if self.share >= 1.0 else int(np.floor(self.share * len(u) + 1e-9))
+        if offload.sum() > cap:  # keep the cap most uncertain (ties: batch order)
+            above = np.flatnonzero(offload)
+            offload[above[np.argsort(-u[above], kind="stable")[cap:]]] = False
         routes = np.full(len(u), EDGE, dtype=object)
         routes[(u > cfg.threshold) & ~offload] = SLO_LIMITED
         routes[offload] = CLOUD
