@@ -94,7 +94,8 @@ def main() -> None:
         if name != "resnet20":
             path = checkpoint or _pretrained_path(_CARDS[name])
             row["checkpoint"] = str(path)
-            row["build"] = torch.load(path, weights_only=True).get("quantization", {})
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            row["build"] = saved.get("quantization", {}) if isinstance(saved, dict) else {}
         row["eval_wall_s"] = time.perf_counter() - t0
         results[label] = row
         print(f"{label}: {row['clean_exact_1017']:.4f} ({row['eval_wall_s']:.0f} s)", flush=True)

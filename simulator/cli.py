@@ -292,7 +292,8 @@ def zoo_build(
     ] = None,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
 ) -> None:
-    """Train the shipped synthetic-data models (deterministic; minutes on 2 CPU cores)."""
+    """Train zoo models (deterministic per seed): by default the two synthetic models (minutes on
+    2 CPU cores); --name resnet56-augmix fine-tunes the CIFAR-10 teacher (about an hour)."""
     from simulator.models.train import build_zoo
 
     target = out or Path(__file__).parent / "models" / "weights"

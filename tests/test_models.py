@@ -106,6 +106,19 @@ def test_pretrained_cifar_resnets_match_the_reference_figures(name, exact, jpeg)
 
 
 @needs_shared
+def test_shipped_cifar_teacher_is_clean_accurate_and_far_more_corruption_robust():
+    # figures of simulator/models/weights/README.md (fleetsim zoo build --name resnet56-augmix)
+    from simulator.data.corruptions import corrupt
+
+    teacher, resnet56 = create_model("resnet56-augmix"), create_model("resnet56")
+    x, y = _npz("test_exact_prefix.npz")
+    assert evaluate(teacher, x, y) == pytest.approx(0.9194, abs=0.003)
+    images = torch.from_numpy(x[:256]).permute(0, 3, 1, 2).contiguous()
+    noisy = corrupt(images, "gaussian_noise", 5, seed=0, indices=torch.arange(256))
+    assert evaluate(teacher, noisy, y[:256]) > evaluate(resnet56, noisy, y[:256]) + 0.3
+
+
+@needs_shared
 def test_weights_come_from_fleetsim_models_before_shared_folders(tmp_path, monkeypatch):
     state = torch.load(CIFAR_MODELS / "resnet20-12fca82f.th", map_location="cpu")
     state["state_dict"]["module.linear.bias"] = torch.full((10,), 5.0)
