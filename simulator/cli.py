@@ -159,6 +159,25 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
         ("simulated time", f"{summary['sim_time_s']:.1f} s"),
         ("wall time", f"{summary['wall_time_s']:.1f} s"),
     ]
+    if summary.get("routing", "edge_only") != "edge_only":  # answers may come from the cloud
+
+        def scaled(key: str, factor: float, fmt: str) -> str:
+            value = summary.get(key)
+            return "-" if value is None else format(factor * value, fmt)
+
+        rows[3:3] = [
+            ("delivered accuracy", f"{scaled('delivered_accuracy', 100, '.2f')} %"),
+            (
+                "offloaded samples",
+                f"{summary['offloaded_samples']:,} ({scaled('offload_fraction', 100, '.1f')} %), "
+                f"{scaled('offloaded_delivered_accuracy', 100, '.1f')} % answered correctly",
+            ),
+            (
+                "latency p50 / p95",
+                f"{scaled('latency_p50_s', 1000, '.0f')} / {scaled('latency_p95_s', 1000, '.0f')} ms",
+            ),
+            ("offload bytes", f"{summary['offload_bytes']:,}"),
+        ]
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
@@ -209,13 +228,14 @@ class ListKind(str, Enum):
     models = "models"
     corruptions = "corruptions"
     profiles = "profiles"
+    routing = "routing"
     selection = "selection"
 
 
 @app.command("list")
 def list_(kind: Annotated[ListKind, typer.Argument(help="What to list.")]) -> None:
-    """List the registered policies, adapters, datasets, models, corruptions or hardware
-    profiles (edge.profile)."""
+    """List the registered upload policies, adapters, datasets, models, corruptions, hardware
+    profiles (edge.profile), routing policies (routing.name) or model selection (selection.name)."""
     if kind is ListKind.profiles:
         _list_profiles()
         return
@@ -254,6 +274,10 @@ def _list_profiles() -> None:
 
 
 def _registry(kind: ListKind):
+    if kind is ListKind.routing:
+        from policies.routing import ROUTING_POLICIES
+
+        return ROUTING_POLICIES
     if kind is ListKind.selection:
         from policies.selection import SELECTION_POLICIES
 

@@ -1,5 +1,6 @@
 """The command line as a user runs it: exit codes, messages, files written (or not)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,19 @@ def test_run_writes_the_three_files_and_prints_a_summary(tmp_path: Path, tiny_ya
     assert {p.name for p in out.iterdir()} == {"config.yaml", "events.parquet", "summary.json"}
     assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 2
     assert "accuracy" in result.output and "upload bytes" in result.output
+    assert "delivered accuracy" not in result.output  # edge_only: every answer is the edge's
+
+
+def test_run_with_edgefm_routing_prints_delivered_accuracy_latency_and_offloads(
+    tmp_path: Path, tiny_yaml: Path
+):
+    out = tmp_path / "out"
+    overrides = ["--set", "routing.name=edgefm", "--set", "stream.samples_per_device=64"]
+    result = runner.invoke(app, ["run", str(tiny_yaml), "--out", str(out), *overrides])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert "delivered accuracy" in result.output and "latency p50 / p95" in result.output
+    assert f"{100 * summary['delivered_accuracy']:.2f} %" in result.output
 
 
 @pytest.mark.parametrize(
@@ -70,7 +84,9 @@ def test_validate_accepts_a_good_scenario_and_shows_it(tiny_yaml):
         ("policies", ["none", "all", "random", "cema"]),
         ("adapters", ["none", "bn_stats", "cema"]),
         ("datasets", ["synthetic", "cifar10"]),
-        ("models", ["resnet20", "resnet56", "synthetic_edge", "synthetic_teacher", "timm:"]),
+        ("models", ["resnet20", "resnet56", "resnet56-augmix", "synthetic_edge", "timm:"]),
+        ("routing", ["edge_only", "edgefm"]),
+        ("selection", ["fixed", "adaptivenet"]),
         (
             "corruptions",
             [
