@@ -273,23 +273,23 @@ _AUGMIX_OPS = (
 AUGMIX_WIDTH, AUGMIX_MAX_DEPTH, AUGMIX_SEVERITY = 3, 3, 3  # AugMix's CIFAR defaults
 
 
-def _gamma(shape: tuple[int, ...], alpha: float, gen: torch.Generator) -> torch.Tensor:
-    """Gamma(alpha, 1) draws from ``gen`` (alpha = 1 is the exponential distribution)."""
-    if alpha != 1.0:
-        raise ValueError("only alpha = 1 (AugMix's default) is implemented")
+def _exponential(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """Exponential(1) = Gamma(1, 1) draws from ``gen``: normalised, they give AugMix's
+    Dirichlet(1, ..., 1) and Beta(1, 1) mixing weights (its default alpha = 1)."""
     return -torch.log1p(-torch.rand(shape, generator=gen))
 
 
-def _augmix(x: torch.Tensor, gen: torch.Generator, alpha: float = 1.0) -> torch.Tensor:
+def _augmix(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """AugMix-style mixing of each image: ``AUGMIX_WIDTH`` chains of 1..``AUGMIX_MAX_DEPTH`` random
-    operations, combined with Dirichlet(alpha) weights, then blended with the original image by
-    Beta(alpha, alpha). Strengths are uniform up to ``AUGMIX_SEVERITY``/10 of each op's range, as in
-    AugMix. The Jensen-Shannon consistency loss of the paper is not used (it triples the compute)."""
+    operations, combined with Dirichlet(1) weights, then blended with the original image by
+    Beta(1, 1), AugMix's default alpha. Strengths are uniform up to ``AUGMIX_SEVERITY``/10 of each
+    op's range, as in AugMix. The Jensen-Shannon consistency loss of the paper is not used (it
+    triples the compute)."""
     n = len(x)
-    weights = _gamma((AUGMIX_WIDTH, n), alpha, gen)
-    weights = weights / weights.sum(0, keepdim=True)  # Dirichlet(alpha, ..., alpha) per image
-    g1, g2 = _gamma((n,), alpha, gen), _gamma((n,), alpha, gen)
-    blend = (g1 / (g1 + g2)).view(-1, 1, 1, 1)  # Beta(alpha, alpha)
+    weights = _exponential((AUGMIX_WIDTH, n), gen)
+    weights = weights / weights.sum(0, keepdim=True)  # Dirichlet(1, ..., 1) per image
+    g1, g2 = _exponential((n,), gen), _exponential((n,), gen)
+    blend = (g1 / (g1 + g2)).view(-1, 1, 1, 1)  # Beta(1, 1)
     mixed = torch.zeros_like(x)
     for chain in range(AUGMIX_WIDTH):
         out = x.clone()
