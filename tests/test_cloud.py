@@ -174,9 +174,9 @@ def test_delta_downloads_track_what_each_device_holds():
 
 def test_cema_with_batch_statistics_at_the_edge_downloads_only_the_affine():
     base = tiny_scenario_dict(stream__samples_per_device=128, stream__segment_samples=64)
+    batch = run_scenario(scenario_from_dict(base))  # edge_norm: batch is the default
+    base["cloud"]["cema"]["edge_norm"] = "eval"
     full = run_scenario(scenario_from_dict(base))
-    base["cloud"]["cema"]["edge_norm"] = "batch"
-    batch = run_scenario(scenario_from_dict(base))
     downloads = batch.events[batch.events.kind == "download"]
     assert len(downloads) == batch.summary["downloads"] > 0
     # ResNet-8 width 16: the BN affine is half of weight+bias+running_mean+running_var

@@ -18,11 +18,14 @@ before the batches are formed, so replayed samples may include the current ones 
 Deviations from the released code (``codebase/core/tta/cema.py``, ``conf/cema.conf``), following
 fleetsim's DESIGN.md: the released edge and teacher drop BN running statistics
 (``track_running_stats = False``: every forward uses batch statistics, with TBR batch
-renormalisation, ``is_tbr: true``); here the edge keeps running statistics, initialised from its
-first cloud batch and then updated with ``bn_momentum``, so a download (affine + running
-statistics) fully defines the eval-mode edge model. ``edge_norm="batch"`` restores the released
-behaviour at the edge: it normalises each test batch with that batch's own statistics (without TBR)
-and the cloud sends only the BN affine. The teacher's distillation forward uses batch
+renormalisation, ``is_tbr: true``). fleetsim's edge (``edge_norm="batch"``, the default) does the
+same without TBR: each test batch is normalised with its own statistics and the downloaded affine,
+so the cloud sends only the BN affine. ``edge_norm="eval"`` is fleetsim's alternative, which
+DESIGN.md first described: the cloud also keeps edge running statistics (initialised from its first
+cloud batch, then updated with ``bn_momentum``) and a download (affine + running statistics) fully
+defines an eval-mode edge. Measured on continual CIFAR-10-C (benchmarks/cifar10c.md), that edge is
+no better than the source model: its statistics come only from the filtered uploads and arrive a
+download late, so at every shift it normalises with the previous domain's. The teacher's distillation forward uses batch
 statistics without updating running statistics (``teacher_distill_norm="batch"``), which is what
 the released code's eval-mode, statistics-free BN computes. The released code keeps one edge model
 for all devices; scopes here may be per device.
@@ -146,12 +149,12 @@ class CemaAdapter(ScopedAdapter):
             True, description="Edge running statistics start from the first cloud batch's."
         )
         edge_norm: Literal["eval", "batch"] = Field(
-            "eval",
+            "batch",
             description=(
-                "How the edge normalises: eval = the downloaded running statistics (fleetsim's "
-                "default: a download fully defines the edge); batch = each test batch's own "
-                "statistics with the downloaded affine, as the released CEMA code's edge does "
-                "(only the affine is then downloaded)."
+                "How the edge normalises: batch = each test batch's own statistics with the "
+                "downloaded affine, as the released CEMA code's edge does (only the affine is "
+                "downloaded); eval = running statistics the cloud estimates from the uploads and "
+                "downloads with the affine (stale after a shift: see benchmarks/cifar10c.md)."
             ),
         )
         teacher_distill_norm: Literal["batch", "running"] = Field(
@@ -174,7 +177,7 @@ class CemaAdapter(ScopedAdapter):
             return self
 
     needs_teacher = True
-    edge_norm = "eval"
+    edge_norm = "batch"
 
     def __init__(
         self,
