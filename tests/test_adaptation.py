@@ -210,6 +210,20 @@ def test_cema_teacher_is_shared_by_all_scopes() -> None:
     assert not teacher.training and not teacher[0].weight.requires_grad
 
 
+def test_cloud_models_run_channels_last_with_the_results_of_contiguous_ones() -> None:
+    adapter, contiguous = make_cema(), make_cema()
+    for model in (adapter.edge_model, adapter.teacher):
+        assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    for model in (contiguous.edge_model, contiguous.teacher):
+        model.to(memory_format=torch.contiguous_format)
+        assert model[0].weight.is_contiguous()
+    for batch in range(3):
+        adapter.observe(0, images(32, batch))
+        contiguous.observe(0, images(32, batch))
+    for key, value in adapter.norm_state(0).items():
+        torch.testing.assert_close(value, contiguous.norm_state(0)[key], rtol=1e-4, atol=1e-5)
+
+
 def test_cema_frozen_teacher_does_not_change() -> None:
     adapter = make_cema(adapt_teacher=False)
     before = {k: v.clone() for k, v in adapter.teacher.state_dict().items()}

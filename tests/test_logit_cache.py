@@ -50,6 +50,15 @@ def test_other_weights_never_see_the_old_logits(teacher, tmp_path):
     assert second.hits == 0 and second.misses == 4
 
 
+def test_the_same_weights_in_another_memory_layout_get_their_own_cache(teacher, tmp_path):
+    contiguous = LogitCache(teacher, root=tmp_path)
+    channels_last = create_model("synthetic_teacher").eval().to(memory_format=torch.channels_last)
+    assert torch.equal(
+        channels_last.state_dict()["net.conv1.weight"], teacher.state_dict()["net.conv1.weight"]
+    )
+    assert LogitCache(channels_last, root=tmp_path).path != contiguous.path
+
+
 def test_frozen_teacher_run_is_identical_with_cold_warm_or_no_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("FLEETSIM_CACHE", str(tmp_path))
     frozen = {"batch_size": 16, "adapt_teacher": False, "teacher_distill_norm": "running"}

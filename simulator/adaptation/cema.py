@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from simulator.adaptation import ADAPTERS
-from simulator.adaptation.base import AdaptStats, ScopedAdapter
+from simulator.adaptation.base import AdaptStats, ScopedAdapter, cloud_layout
 from simulator.adaptation.losses import cema_distillation_loss, teacher_entropy_loss
 from simulator.adaptation.replay import ReplayBuffer
 from simulator.models.logit_cache import LogitCache
@@ -299,7 +299,7 @@ class CemaAdapter(ScopedAdapter):
         """One entropy-minimisation SGD step of the foundation model (BN train mode)."""
         assert self.teacher is not None and self._teacher_optimizer is not None
         with _bn_train_mode(self.teacher):
-            logits = self.teacher(images.to(self._device(self.teacher)))
+            logits = self.teacher(cloud_layout(images.to(self._device(self.teacher))))
             loss = teacher_entropy_loss(logits, self.e0)
             self._teacher_optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -311,7 +311,7 @@ class CemaAdapter(ScopedAdapter):
         cfg: CemaAdapter.Config = self.config  # type: ignore[assignment]
         if self.teacher_logits_cache is not None:
             return self.teacher_logits_cache(images)
-        images = images.to(self._device(self.teacher))
+        images = cloud_layout(images.to(self._device(self.teacher)))
         if cfg.teacher_distill_norm == "batch":
             with _bn_train_mode(self.teacher, update_running=False):
                 return self.teacher(images)
@@ -323,7 +323,7 @@ class CemaAdapter(ScopedAdapter):
         teacher_logits = self._teacher_logits(images)
         first = state.version == 0 and cfg.init_stats_from_first_batch
         with _bn_train_mode(self.edge_model, momentum=1.0 if first else cfg.bn_momentum):
-            student_logits = self.edge_model(images.to(self._device(self.edge_model)))
+            student_logits = self.edge_model(cloud_layout(images.to(self._device(self.edge_model))))
             loss = cema_distillation_loss(
                 student_logits,
                 teacher_logits.to(student_logits.device),

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
 from simulator.adaptation import ADAPTERS
-from simulator.adaptation.base import AdaptStats, ScopedAdapter
+from simulator.adaptation.base import AdaptStats, ScopedAdapter, cloud_layout
 from simulator.adaptation.losses import softmax_entropy
 from simulator.models.norm import (
     configure_norm_adaptation,
@@ -150,7 +150,7 @@ class EntropyAdapter(ScopedAdapter):
         """Forward with batch statistics, then one optimizer step on the BN affine."""
         device = next(self.edge_model.parameters()).device
         with use_batch_statistics(self.edge_model):
-            logits = self.edge_model(images.to(device))
+            logits = self.edge_model(cloud_layout(images.to(device)))
         loss = self._loss(state, logits)
         if loss is None:
             return None

@@ -45,11 +45,16 @@ def default_logit_root() -> Path:
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """Hex digest of every parameter and buffer (names, shapes, dtypes, values)."""
+    """Hex digest of every parameter and buffer (names, shapes, dtypes, memory layout, values).
+
+    The layout counts because channels-last and contiguous convolutions round differently.
+    """
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(model.state_dict().items()):
+        channels_last = tensor.ndim == 4 and tensor.is_contiguous(memory_format=torch.channels_last)
         t = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        layout = "cl" if channels_last and not tensor.is_contiguous() else "c"
+        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}:{layout};".encode())
         digest.update((t.float() if t.dtype == torch.bfloat16 else t).numpy().tobytes())
     return digest.hexdigest()
 
