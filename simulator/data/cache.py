@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import tempfile
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -146,6 +147,12 @@ class CorruptionCache:
         with _build_lock(path):  # concurrent builders of one entry wait, then hit
             hit = self._load_verified(path, expected_shape)
             if hit is None:
+                if path.exists() or path.with_suffix(".json").exists():
+                    warnings.warn(
+                        f"corruption cache entry {path} failed verification (shape, format or "
+                        "checksum: damaged, truncated or from another version); rebuilding it",
+                        stacklevel=2,
+                    )
                 self._build(path, dataset, corruption, severity, seed, on_progress)
                 hit = self._load_verified(path, expected_shape)
             elif on_progress is not None:
