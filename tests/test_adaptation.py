@@ -7,11 +7,12 @@ import math
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
 from simulator.adaptation import ADAPTERS, AdaptStats
-from simulator.adaptation.cema import CemaAdapter
+from simulator.adaptation.cema import CemaAdapter, _batch_renorm_mode, _renormalise
 from simulator.adaptation.losses import (
     cema_distillation_loss,
     softmax_entropy,
@@ -177,6 +178,78 @@ def test_cema_edge_running_stats_start_from_first_cloud_batch() -> None:
     torch.testing.assert_close(
         state["1.running_var"], features.transpose(0, 1).flatten(1).var(dim=1, unbiased=True)
     )
+
+
+def test_batch_renormalisation_forwards_with_running_stats_and_backpropagates_through_batch():
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(3)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([0.5, 1.5, -1.0]))
+        bn.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+        bn.running_mean.copy_(torch.tensor([0.2, -0.1, 1.0]))
+        bn.running_var.copy_(torch.tensor([0.5, 2.0, 1.5]))
+    x = (torch.randn(6, 3, 4, 4) * 2 + 1).requires_grad_(True)
+    old_mean, old_var = bn.running_mean.clone(), bn.running_var.clone()
+    out = _renormalise(bn, x, momentum=0.1, update=True, init=False)
+    # value: what an eval-mode edge with the (old) running statistics computes
+    expected = F.batch_norm(x, old_mean, old_var, bn.weight, bn.bias, training=False)
+    torch.testing.assert_close(out, expected)
+    # running statistics moved 0.1 towards the batch's (unbiased variance)
+    flat = x.detach().transpose(0, 1).flatten(1)
+    torch.testing.assert_close(bn.running_mean, 0.9 * old_mean + 0.1 * flat.mean(dim=1))
+    torch.testing.assert_close(bn.running_var, 0.9 * old_var + 0.1 * flat.var(dim=1))
+    # gradient: train-mode BN's, each channel scaled by batch std / running std
+    upstream = torch.randn_like(out)
+    (grad_renorm,) = torch.autograd.grad((out * upstream).sum(), x)
+    scale = (flat.var(dim=1, unbiased=False) + bn.eps).sqrt() / (old_var + bn.eps).sqrt()
+    train = F.batch_norm(x, None, None, bn.weight.detach() * scale, None, training=True)
+    (grad_train,) = torch.autograd.grad((train * upstream).sum(), x)
+    torch.testing.assert_close(grad_renorm, grad_train)
+    # init: statistics start from the batch's, so the value is the batch normalised by them
+    fresh = nn.BatchNorm2d(3)
+    out = _renormalise(fresh, x.detach(), momentum=0.1, update=False, init=True)
+    torch.testing.assert_close(fresh.running_mean, flat.mean(dim=1))
+    torch.testing.assert_close(fresh.running_var, flat.var(dim=1))
+    torch.testing.assert_close(
+        out, F.batch_norm(x.detach(), flat.mean(dim=1), flat.var(dim=1), training=False)
+    )
+
+
+def test_batch_renorm_mode_patches_every_bn_and_restores_the_model() -> None:
+    model = tiny_model(4, 1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = images(16, 0)
+    with _batch_renorm_mode(model, update=False):
+        assert "forward" in vars(model[1]) and not model.training
+        renormed = model(batch)
+    assert "forward" not in vars(model[1]) and not model[1].training
+    with torch.no_grad():
+        torch.testing.assert_close(renormed, model(batch))  # update=False: eval-mode values
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+
+
+def test_cema_tbr_edge_deploys_running_stats_fitted_under_renormalisation() -> None:
+    tbr = make_cema(edge_norm="tbr", teacher_distill_norm="tbr")
+    assert tbr.edge_norm == "eval"  # the edge normalises with the downloaded running statistics
+    teacher_mean = tbr.teacher[1].running_mean.clone()
+    batch = images(32, 0)
+    assert tbr.observe(0, batch).steps == 1
+    with torch.no_grad():
+        features = tbr.edge_model[0](batch)
+        teacher_features = tbr.teacher[0](batch)
+    state = tbr.norm_state(0)
+    # first cloud batch: running statistics start from it (edge and teacher), as released
+    torch.testing.assert_close(state["1.running_mean"], features.mean(dim=(0, 2, 3)))
+    torch.testing.assert_close(tbr.teacher[1].running_mean, teacher_features.mean(dim=(0, 2, 3)))
+    assert not torch.equal(tbr.teacher[1].running_mean, teacher_mean)
+    # the affine differs from the one fitted with train-mode BN forwards (edge_norm eval)
+    plain = make_cema(edge_norm="eval", teacher_distill_norm="tbr")
+    plain.observe(0, batch)
+    plain.observe(0, images(32, 1))
+    tbr.observe(0, images(32, 1))
+    assert not torch.allclose(tbr.norm_state(0)["1.weight"], plain.norm_state(0)["1.weight"])
+    assert "forward" not in vars(tbr.edge_model[1]) and "forward" not in vars(tbr.teacher[1])
 
 
 def test_cema_scopes_are_independent() -> None:

@@ -184,6 +184,13 @@ def test_cema_with_batch_statistics_at_the_edge_downloads_only_the_affine():
         0.55 * full.summary["download_bytes"] / full.summary["downloads"]
     )
     assert batch.summary["accuracy"] != full.summary["accuracy"]
+    # the released code's batch renormalisation: an eval edge too (running statistics travel)
+    base["cloud"]["cema"].update(edge_norm="tbr", teacher_distill_norm="tbr")
+    tbr = run_scenario(scenario_from_dict(base))
+    assert tbr.summary["downloads"] > 0
+    assert tbr.summary["download_bytes"] / tbr.summary["downloads"] == pytest.approx(
+        full.summary["download_bytes"] / full.summary["downloads"], rel=0.05
+    )
 
 
 def test_with_several_workers_no_device_gets_a_state_still_being_computed():

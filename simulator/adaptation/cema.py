@@ -3,11 +3,11 @@ Adaptation via Selective Entropy Distillation", ICLR 2024; official code chenyao
 
 Per full cloud batch of ``batch_size`` uploads (FIFO, remainders carried over to the next call):
 
-1. foundation model (teacher), BN in train mode: one SGD step on its BN affine (and LayerNorm /
+1. foundation model (teacher), BN in train mode (or batch renormalisation): one SGD step on its BN affine (and LayerNorm /
    GroupNorm affine, which is all a ViT teacher has) with
    ``mean_i exp(E_0 - H_i) H_i`` over *all* samples of the batch (the released code's cloud
    entropy filter is commented out), ``E_0 = e0_factor * ln C`` static;
-2. edge model, BN in train mode: one SGD step on its BN affine with ``cema_distillation_loss``
+2. edge model, BN in train mode (or batch renormalisation): one SGD step on its BN affine with ``cema_distillation_loss``
    over the batch plus ``replay_batch`` replayed uploads once ``replay_min`` are stored; the
    teacher logits come from the teacher *after* its step, without gradient.
 
@@ -15,20 +15,22 @@ When a call yields no full batch and more than ``replay_min`` uploads are stored
 step on ``replay_only_batch`` replayed uploads (no teacher step). Uploads enter the replay buffer
 before the batches are formed, so replayed samples may include the current ones (as released).
 
-Deviations from the released code (``codebase/core/tta/cema.py``, ``conf/cema.conf``), following
-fleetsim's DESIGN.md: the released edge and teacher drop BN running statistics
-(``track_running_stats = False``: every forward uses batch statistics, with TBR batch
-renormalisation, ``is_tbr: true``). fleetsim's edge (``edge_norm="batch"``, the default) does the
-same without TBR: each test batch is normalised with its own statistics and the downloaded affine,
-so the cloud sends only the BN affine. ``edge_norm="eval"`` is fleetsim's alternative, which
-DESIGN.md first described: the cloud also keeps edge running statistics (initialised from its first
-cloud batch, then updated with ``bn_momentum``) and a download (affine + running statistics) fully
-defines an eval-mode edge. Measured on continual CIFAR-10-C (benchmarks/cifar10c.md), that edge is
-no better than the source model: its statistics come only from the filtered uploads and arrive a
-download late, so at every shift it normalises with the previous domain's. The teacher's distillation forward uses batch
-statistics without updating running statistics (``teacher_distill_norm="batch"``), which is what
-the released code's eval-mode, statistics-free BN computes. The released code keeps one edge model
-for all devices; scopes here may be per device.
+How BN normalises, three ways (``edge_norm``). The released code (``codebase/core/tta/cema.py``,
+``conf/cema.conf``, ``is_tbr: true``) replaces every BN forward of edge and teacher with batch
+renormalisation (``tbr.py``): the pretrained statistics are dropped, running statistics start from
+the first batch and follow each train-mode forward with momentum 0.1, and the forward's *value* is
+the input normalised with the running statistics (its gradient flows through the batch's). Its
+edge is a copy of the cloud's student in eval mode: it normalises with the statistics the cloud
+estimated from uploads and replay. ``edge_norm="tbr"`` (with ``teacher_distill_norm="tbr"``) is
+that. ``edge_norm="eval"`` deploys the same kind of edge (affine + running statistics downloaded)
+but the cloud's distillation forward uses the batch's statistics. ``edge_norm="batch"``, the
+default, normalises each test batch with its own statistics and downloads the affine only: on
+continual CIFAR-10-C with 256 samples per corruption (benchmarks/cifar10c.md) it is far more
+accurate than the running-statistics edges, whose statistics come only from the filtered uploads,
+mixed with replayed older domains, and arrive a download late, so that after every shift they
+describe the previous domain. The teacher's distillation logits use batch statistics by default
+(``teacher_distill_norm="batch"``). The released code keeps one edge model for all devices and
+updates it with no delay; scopes here may be per device, and every download crosses the network.
 """
 
 from __future__ import annotations
@@ -80,6 +82,71 @@ def _bn_train_mode(
     finally:
         for bn, bn_momentum, track in norms:
             bn.momentum, bn.track_running_stats = bn_momentum, track
+        for module, training in modes:
+            module.training = training
+
+
+def _renormalise(
+    bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, momentum: float, update: bool, init: bool
+) -> torch.Tensor:
+    """Batch renormalisation (TBR) of one BN layer, as the released CEMA code's BN forward.
+
+    The output's value is ``x`` normalised with the layer's running statistics (what an eval-mode
+    edge computes); its gradient flows through the batch statistics, as in train-mode BN. With
+    ``update`` the running statistics then move ``momentum`` towards the batch's (unbiased
+    variance); with ``init`` they are first set to the batch's.
+    """
+    assert bn.running_mean is not None and bn.running_var is not None
+    dims = [0, *range(2, x.ndim)]
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    var, mean = torch.var_mean(x, dim=dims, correction=0)
+    count = x.numel() // x.shape[1]
+    with torch.no_grad():
+        unbiased = var.detach() * (count / max(count - 1, 1))
+        if init:
+            bn.running_mean.copy_(mean.detach())
+            bn.running_var.copy_(unbiased)
+        inv_running_std = (bn.running_var + bn.eps).rsqrt()
+        shift = (mean.detach() - bn.running_mean) * inv_running_std
+    std = (var + bn.eps).sqrt()
+    scale = std.detach() * inv_running_std
+    out = (x - mean.view(shape)) / std.view(shape) * scale.view(shape) + shift.view(shape)
+    if update:
+        with torch.no_grad():
+            bn.running_mean.add_(mean.detach() - bn.running_mean, alpha=momentum)
+            bn.running_var.add_(unbiased - bn.running_var, alpha=momentum)
+    if bn.affine:
+        out = out * bn.weight.view(shape) + bn.bias.view(shape)
+    return out
+
+
+@contextmanager
+def _batch_renorm_mode(
+    model: nn.Module, momentum: float | None = None, update: bool = True, init: bool = False
+) -> Iterator[None]:
+    """Whole model in eval mode, every BN layer forwarding with batch renormalisation
+    (:func:`_renormalise`; ``momentum`` None keeps each layer's own); restored afterwards."""
+    modes = [(m, m.training) for m in model.modules()]
+    norms = _batch_norms(model)
+    model.eval()
+    for bn in norms:
+        layer_momentum = bn.momentum if momentum is None else momentum
+        if layer_momentum is None:  # cumulative-average BN: the released code's default 0.1
+            layer_momentum = 0.1
+
+        def forward(
+            x: torch.Tensor,
+            bn: nn.modules.batchnorm._BatchNorm = bn,
+            layer_momentum: float = layer_momentum,
+        ) -> torch.Tensor:
+            return _renormalise(bn, x, layer_momentum, update, init)
+
+        bn.forward = forward  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        for bn in norms:
+            del bn.forward
         for module, training in modes:
             module.training = training
 
@@ -148,18 +215,26 @@ class CemaAdapter(ScopedAdapter):
         init_stats_from_first_batch: bool = Field(
             True, description="Edge running statistics start from the first cloud batch's."
         )
-        edge_norm: Literal["eval", "batch"] = Field(
+        edge_norm: Literal["eval", "batch", "tbr"] = Field(
             "batch",
             description=(
                 "How the edge normalises: batch = each test batch's own statistics with the "
-                "downloaded affine, as the released CEMA code's edge does (only the affine is "
-                "downloaded); eval = running statistics the cloud estimates from the uploads and "
-                "downloads with the affine (stale after a shift: see benchmarks/cifar10c.md)."
+                "downloaded affine (only the affine is downloaded); eval = running statistics "
+                "the cloud estimates from the uploads and downloads with the affine, its "
+                "distillation steps in train-mode BN; tbr = the same edge, but the cloud's steps "
+                "use batch renormalisation (forward with the running statistics, gradient "
+                "through the batch's), as the released CEMA code (is_tbr: true). See "
+                "benchmarks/cifar10c.md for how the three compare."
             ),
         )
-        teacher_distill_norm: Literal["batch", "running"] = Field(
+        teacher_distill_norm: Literal["batch", "running", "tbr"] = Field(
             "batch",
-            description="Teacher BN for distillation logits: batch or running statistics.",
+            description=(
+                "Teacher BN: batch = distillation logits with the batch's statistics; running = "
+                "with its running statistics (updated by its train-mode entropy steps); tbr = "
+                "entropy steps with batch renormalisation (running statistics initialised from "
+                "the first cloud batch) and logits with the running statistics, as released."
+            ),
         )
         teacher_logit_cache: bool = Field(
             True,
@@ -189,7 +264,9 @@ class CemaAdapter(ScopedAdapter):
     ):
         super().__init__(edge_model, teacher, config, num_classes, seed)
         cfg: CemaAdapter.Config = self.config  # type: ignore[assignment]
-        self.edge_norm = cfg.edge_norm  # type: ignore[misc]  # per run, not per class
+        # per run, not per class; a tbr edge deploys running statistics like an eval one
+        self.edge_norm = "batch" if cfg.edge_norm == "batch" else "eval"  # type: ignore[misc]
+        self._teacher_renorm_started = False
         self.e0 = cfg.e0_factor * math.log(num_classes)
         self._edge_params = configure_norm_adaptation(edge_model)
         self._edge_optimizer = torch.optim.SGD(
@@ -209,7 +286,7 @@ class CemaAdapter(ScopedAdapter):
         self._scopes: dict[Hashable, _ScopeState] = {}
         # a frozen teacher with running statistics maps each image to fixed logits: cacheable
         self.teacher_logits_cache: LogitCache | None = None
-        if not cfg.adapt_teacher and cfg.teacher_distill_norm == "running":
+        if not cfg.adapt_teacher and cfg.teacher_distill_norm != "batch":
             self.teacher_logits_cache = LogitCache(
                 teacher, name="teacher", persist=cfg.teacher_logit_cache
             )
@@ -298,7 +375,13 @@ class CemaAdapter(ScopedAdapter):
     def _teacher_step(self, images: torch.Tensor) -> None:
         """One entropy-minimisation SGD step of the foundation model (BN train mode)."""
         assert self.teacher is not None and self._teacher_optimizer is not None
-        with _bn_train_mode(self.teacher):
+        cfg: CemaAdapter.Config = self.config  # type: ignore[assignment]
+        if cfg.teacher_distill_norm == "tbr":
+            norm = _batch_renorm_mode(self.teacher, init=not self._teacher_renorm_started)
+            self._teacher_renorm_started = True
+        else:
+            norm = _bn_train_mode(self.teacher)
+        with norm:
             logits = self.teacher(cloud_layout(images.to(self._device(self.teacher))))
             loss = teacher_entropy_loss(logits, self.e0)
             self._teacher_optimizer.zero_grad(set_to_none=True)
@@ -322,7 +405,11 @@ class CemaAdapter(ScopedAdapter):
         cfg: CemaAdapter.Config = self.config  # type: ignore[assignment]
         teacher_logits = self._teacher_logits(images)
         first = state.version == 0 and cfg.init_stats_from_first_batch
-        with _bn_train_mode(self.edge_model, momentum=1.0 if first else cfg.bn_momentum):
+        if cfg.edge_norm == "tbr":
+            norm = _batch_renorm_mode(self.edge_model, momentum=cfg.bn_momentum, init=first)
+        else:
+            norm = _bn_train_mode(self.edge_model, momentum=1.0 if first else cfg.bn_momentum)
+        with norm:
             student_logits = self.edge_model(cloud_layout(images.to(self._device(self.edge_model))))
             loss = cema_distillation_loss(
                 student_logits,
