@@ -3,13 +3,14 @@ Adaptation via Selective Entropy Distillation", ICLR 2024; official code chenyao
 
 Per full cloud batch of ``batch_size`` uploads (FIFO, remainders carried over to the next call):
 
-1. foundation model (teacher), BN in train mode (or batch renormalisation): one SGD step on its BN affine (and LayerNorm /
-   GroupNorm affine, which is all a ViT teacher has) with
+1. foundation model (teacher), BN in train mode (or batch renormalisation): one SGD step on its
+   BN affine (and LayerNorm / GroupNorm affine, which is all a ViT teacher has) with
    ``mean_i exp(E_0 - H_i) H_i`` over *all* samples of the batch (the released code's cloud
    entropy filter is commented out), ``E_0 = e0_factor * ln C`` static;
-2. edge model, BN in train mode (or batch renormalisation): one SGD step on its BN affine with ``cema_distillation_loss``
-   over the batch plus ``replay_batch`` replayed uploads once ``replay_min`` are stored; the
-   teacher logits come from the teacher *after* its step, without gradient.
+2. edge model, BN in train mode (or batch renormalisation): one SGD step on its BN affine with
+   ``cema_distillation_loss`` over the batch plus ``replay_batch`` replayed uploads once
+   ``replay_min`` are stored; the teacher logits come from the teacher *after* its step, without
+   gradient.
 
 When a call yields no full batch and more than ``replay_min`` uploads are stored, one replay-only
 step on ``replay_only_batch`` replayed uploads (no teacher step). Uploads enter the replay buffer
@@ -25,12 +26,13 @@ estimated from uploads and replay. ``edge_norm="tbr"`` (with ``teacher_distill_n
 that. ``edge_norm="eval"`` deploys the same kind of edge (affine + running statistics downloaded)
 but the cloud's distillation forward uses the batch's statistics. ``edge_norm="batch"``, the
 default, normalises each test batch with its own statistics and downloads the affine only: on
-continual CIFAR-10-C with 256 samples per corruption (benchmarks/cifar10c.md) it is far more
-accurate than the running-statistics edges, whose statistics come only from the filtered uploads,
-mixed with replayed older domains, and arrive a download late, so that after every shift they
-describe the previous domain. The teacher's distillation logits use batch statistics by default
-(``teacher_distill_norm="batch"``). The released code keeps one edge model for all devices and
-updates it with no delay; scopes here may be per device, and every download crosses the network.
+continual CIFAR-10-C (benchmarks/cifar10c.md) it is far more accurate than the running-statistics
+edges (13-18 points with 256 samples per corruption, 6 with 1,024), whose statistics come only
+from the filtered uploads, mixed with replayed older domains, and arrive a download late, so that
+after every shift they describe the previous domain. The teacher's distillation logits use batch
+statistics by default (``teacher_distill_norm="batch"``). The released code keeps one edge model
+for all devices and updates it with no delay; scopes here may be per device, and every download
+crosses the network.
 """
 
 from __future__ import annotations
