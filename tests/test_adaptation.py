@@ -11,7 +11,9 @@ import torch.nn.functional as F
 from pydantic import ValidationError
 from torch import nn
 
+import simulator.adaptation.cema as cema_module
 from simulator.adaptation import ADAPTERS, AdaptStats
+from simulator.adaptation.base import cloud_layout
 from simulator.adaptation.cema import CemaAdapter, _batch_renorm_mode, _renormalise
 from simulator.adaptation.losses import (
     cema_distillation_loss,
@@ -216,17 +218,21 @@ def test_batch_renormalisation_forwards_with_running_stats_and_backpropagates_th
 
 
 def test_batch_renorm_mode_patches_every_bn_and_restores_the_model() -> None:
-    model = tiny_model(4, 1)
+    model = tiny_model(4, 1).train()  # flags must come back as they were, train mode included
     before = {k: v.clone() for k, v in model.state_dict().items()}
     batch = images(16, 0)
     with _batch_renorm_mode(model, update=False):
-        assert "forward" in vars(model[1]) and not model.training
+        assert "forward" in vars(model[1]) and not model.training and not model[1].training
         renormed = model(batch)
-    assert "forward" not in vars(model[1]) and not model[1].training
+    assert "forward" not in vars(model[1]) and model.training and model[1].training
     with torch.no_grad():
-        torch.testing.assert_close(renormed, model(batch))  # update=False: eval-mode values
+        torch.testing.assert_close(renormed, model.eval()(batch))  # update=False: eval values
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
+    model.train()
+    with pytest.raises(RuntimeError), _batch_renorm_mode(model):
+        raise RuntimeError("a failing step")
+    assert "forward" not in vars(model[1]) and model[1].training
 
 
 def test_cema_tbr_edge_deploys_running_stats_fitted_under_renormalisation() -> None:
@@ -250,6 +256,37 @@ def test_cema_tbr_edge_deploys_running_stats_fitted_under_renormalisation() -> N
     tbr.observe(0, images(32, 1))
     assert not torch.allclose(tbr.norm_state(0)["1.weight"], plain.norm_state(0)["1.weight"])
     assert "forward" not in vars(tbr.edge_model[1]) and "forward" not in vars(tbr.teacher[1])
+
+
+def test_cema_tbr_statistics_follow_each_step_with_the_configured_momentum() -> None:
+    tbr = make_cema(edge_norm="tbr", teacher_distill_norm="tbr", bn_momentum=0.25)
+    tbr.observe(0, images(32, 0))
+    edge_mean = tbr.norm_state(0)["1.running_mean"].clone()
+    teacher_mean = tbr.teacher[1].running_mean.clone()
+    second = images(32, 1) * 2.0 + 0.5  # a shifted batch, so the statistics must move
+    # what each model's first layer sees (its conv is frozen: only BN affine adapts)
+    with torch.no_grad():
+        edge_batch_mean = tbr.edge_model[0](second).mean(dim=(0, 2, 3))
+        teacher_batch_mean = tbr.teacher[0](second).mean(dim=(0, 2, 3))
+    tbr.observe(0, second)
+    # edge: 0.25 of the way (bn_momentum), not re-initialised; teacher: its own momentum, 0.1
+    torch.testing.assert_close(
+        tbr.norm_state(0)["1.running_mean"], 0.75 * edge_mean + 0.25 * edge_batch_mean
+    )
+    torch.testing.assert_close(
+        tbr.teacher[1].running_mean, 0.9 * teacher_mean + 0.1 * teacher_batch_mean
+    )
+
+
+def test_cema_tbr_teacher_distils_with_its_running_statistics() -> None:
+    tbr = make_cema(edge_norm="tbr", teacher_distill_norm="tbr")
+    tbr.observe(0, images(32, 0))
+    batch = images(32, 5) * 3.0  # far from the statistics: batch and running BN differ
+    with torch.no_grad():
+        expected = tbr.teacher(cloud_layout(batch))  # eval mode: running statistics
+    torch.testing.assert_close(tbr._teacher_logits(batch), expected)
+    with cema_module._bn_train_mode(tbr.teacher, update_running=False), torch.no_grad():
+        assert not torch.allclose(tbr.teacher(cloud_layout(batch)), expected)
 
 
 def test_cema_scopes_are_independent() -> None:

@@ -19,12 +19,16 @@ before the batches are formed, so replayed samples may include the current ones 
 How BN normalises, three ways (``edge_norm``). The released code (``codebase/core/tta/cema.py``,
 ``conf/cema.conf``, ``is_tbr: true``) replaces every BN forward of edge and teacher with batch
 renormalisation (``tbr.py``): the pretrained statistics are dropped, running statistics start from
-the first batch and follow each train-mode forward with momentum 0.1, and the forward's *value* is
-the input normalised with the running statistics (its gradient flows through the batch's). Its
-edge is a copy of the cloud's student in eval mode: it normalises with the statistics the cloud
-estimated from uploads and replay. ``edge_norm="tbr"`` (with ``teacher_distill_norm="tbr"``) is
-that. ``edge_norm="eval"`` deploys the same kind of edge (affine + running statistics downloaded)
-but the cloud's distillation forward uses the batch's statistics. ``edge_norm="batch"``, the
+the first batch each model sees and follow each train-mode forward with momentum 0.1, and the
+forward's *value* is the input normalised with the running statistics (its gradient flows through
+the batch's). Its edge is the cloud's student in eval mode (a copy of it from the tenth test
+batch on): it normalises with the statistics the cloud estimated from uploads and replay.
+``edge_norm="tbr"`` (with ``teacher_distill_norm="tbr"``) is that, with two differences: the
+released student's statistics start from the first *test* batch (the edge's, unfiltered),
+fleetsim's from the first cloud batch (uploads), and until its first download fleetsim's edge
+normalises with the source model's statistics. ``edge_norm="eval"`` deploys the same kind of
+edge (affine + running statistics downloaded) but the cloud's distillation forward uses the
+batch's statistics. ``edge_norm="batch"``, the
 default, normalises each test batch with its own statistics and downloads the affine only: on
 continual CIFAR-10-C (benchmarks/cifar10c.md) it is far more accurate than the running-statistics
 edges (13-18 points with 256 samples per corruption, 6 with 1,024), whose statistics come only
@@ -130,24 +134,26 @@ def _batch_renorm_mode(
     (:func:`_renormalise`; ``momentum`` None keeps each layer's own); restored afterwards."""
     modes = [(m, m.training) for m in model.modules()]
     norms = _batch_norms(model)
-    model.eval()
-    for bn in norms:
-        layer_momentum = bn.momentum if momentum is None else momentum
-        if layer_momentum is None:  # cumulative-average BN: the released code's default 0.1
-            layer_momentum = 0.1
-
-        def forward(
-            x: torch.Tensor,
-            bn: nn.modules.batchnorm._BatchNorm = bn,
-            layer_momentum: float = layer_momentum,
-        ) -> torch.Tensor:
-            return _renormalise(bn, x, layer_momentum, update, init)
-
-        bn.forward = forward  # type: ignore[method-assign]
+    patched: list[nn.Module] = []
     try:
+        model.eval()
+        for bn in norms:
+            layer_momentum = bn.momentum if momentum is None else momentum
+            if layer_momentum is None:  # cumulative-average BN: the released code's default 0.1
+                layer_momentum = 0.1
+
+            def forward(
+                x: torch.Tensor,
+                bn: nn.modules.batchnorm._BatchNorm = bn,
+                layer_momentum: float = layer_momentum,
+            ) -> torch.Tensor:
+                return _renormalise(bn, x, layer_momentum, update, init)
+
+            bn.forward = forward  # type: ignore[method-assign]
+            patched.append(bn)
         yield
     finally:
-        for bn in norms:
+        for bn in patched:
             del bn.forward
         for module, training in modes:
             module.training = training
@@ -235,7 +241,9 @@ class CemaAdapter(ScopedAdapter):
                 "Teacher BN: batch = distillation logits with the batch's statistics; running = "
                 "with its running statistics (updated by its train-mode entropy steps); tbr = "
                 "entropy steps with batch renormalisation (running statistics initialised from "
-                "the first cloud batch) and logits with the running statistics, as released."
+                "the first cloud batch) and logits with the running statistics, as released. "
+                "With a frozen teacher (adapt_teacher false) running and tbr are the same: the "
+                "pretrained statistics, logits cached."
             ),
         )
         teacher_logit_cache: bool = Field(
