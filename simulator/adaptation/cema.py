@@ -66,6 +66,19 @@ def _batch_norms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
 
 
 @contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[list[nn.modules.batchnorm._BatchNorm]]:
+    """Whole model in eval mode for the block, which gets its BN layers to reconfigure; every
+    module's ``training`` flag is restored afterwards, also on an exception."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield _batch_norms(model)
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+@contextmanager
 def _bn_train_mode(
     model: nn.Module, momentum: float | None = None, update_running: bool = True
 ) -> Iterator[None]:
@@ -74,22 +87,19 @@ def _bn_train_mode(
     ``momentum`` overrides the BN running-statistics momentum; ``update_running=False``
     normalises with batch statistics without touching the running statistics.
     """
-    modes = [(m, m.training) for m in model.modules()]
-    norms = [(bn, bn.momentum, bn.track_running_stats) for bn in _batch_norms(model)]
-    model.eval()
-    for bn, _, _ in norms:
-        bn.train()
-        if momentum is not None:
-            bn.momentum = momentum
-        if not update_running:
-            bn.track_running_stats = False
-    try:
-        yield
-    finally:
-        for bn, bn_momentum, track in norms:
-            bn.momentum, bn.track_running_stats = bn_momentum, track
-        for module, training in modes:
-            module.training = training
+    with _eval_mode(model) as norms:
+        saved = [(bn, bn.momentum, bn.track_running_stats) for bn in norms]
+        try:
+            for bn in norms:
+                bn.train()
+                if momentum is not None:
+                    bn.momentum = momentum
+                if not update_running:
+                    bn.track_running_stats = False
+            yield
+        finally:
+            for bn, bn_momentum, track in saved:
+                bn.momentum, bn.track_running_stats = bn_momentum, track
 
 
 def _renormalise(
@@ -132,31 +142,27 @@ def _batch_renorm_mode(
 ) -> Iterator[None]:
     """Whole model in eval mode, every BN layer forwarding with batch renormalisation
     (:func:`_renormalise`; ``momentum`` None keeps each layer's own); restored afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    norms = _batch_norms(model)
-    patched: list[nn.Module] = []
-    try:
-        model.eval()
-        for bn in norms:
-            layer_momentum = bn.momentum if momentum is None else momentum
-            if layer_momentum is None:  # cumulative-average BN: the released code's default 0.1
-                layer_momentum = 0.1
+    with _eval_mode(model) as norms:
+        patched: list[nn.Module] = []
+        try:
+            for bn in norms:
+                layer_momentum = bn.momentum if momentum is None else momentum
+                if layer_momentum is None:  # cumulative-average BN: the released code's 0.1
+                    layer_momentum = 0.1
 
-            def forward(
-                x: torch.Tensor,
-                bn: nn.modules.batchnorm._BatchNorm = bn,
-                layer_momentum: float = layer_momentum,
-            ) -> torch.Tensor:
-                return _renormalise(bn, x, layer_momentum, update, init)
+                def forward(
+                    x: torch.Tensor,
+                    bn: nn.modules.batchnorm._BatchNorm = bn,
+                    layer_momentum: float = layer_momentum,
+                ) -> torch.Tensor:
+                    return _renormalise(bn, x, layer_momentum, update, init)
 
-            bn.forward = forward  # type: ignore[method-assign]
-            patched.append(bn)
-        yield
-    finally:
-        for bn in patched:
-            del bn.forward
-        for module, training in modes:
-            module.training = training
+                bn.forward = forward  # type: ignore[method-assign]
+                patched.append(bn)
+            yield
+        finally:
+            for bn in patched:
+                del bn.forward
 
 
 def _scope_key(scope: Hashable) -> int:
