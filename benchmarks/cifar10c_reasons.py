@@ -53,7 +53,7 @@ class TeacherPredictions:
                 order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
             else:
                 order = torch.arange(len(x))
-            model = self.models[(teacher, mode)]  # train mode: batch statistics
+            model = self.models[(teacher, mode)]  # "batch": a train-mode copy, batch statistics
             predictions = torch.empty(len(x), dtype=torch.long)
             with torch.no_grad():
                 for start in range(0, len(x), 128):
