@@ -142,6 +142,18 @@ def student_t_quantile(p: float, dof: int) -> float:
     return float(mpmath.findroot(cdf_minus_p, NormalDist().inv_cdf(p)))
 
 
+def student_t_two_sided_p(t: float, dof: int) -> float:
+    """Two-sided p-value of Student's t statistic ``t``: I_x(dof/2, 1/2), x = dof / (dof + t^2)."""
+    import mpmath
+
+    if dof < 1:
+        raise ValueError(f"degrees of freedom must be >= 1, got {dof}")
+    if math.isinf(t):
+        return 0.0
+    x = dof / (dof + t * t)
+    return float(mpmath.betainc(dof / 2, 0.5, 0, x, regularized=True))
+
+
 def save(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
     """Write ``stem.pdf`` and ``stem.png`` into ``out_dir``; returns both paths."""
     out = Path(out_dir)

@@ -1,5 +1,5 @@
 """The ``fleetsim`` command line: run, validate, list, zoo, sweep, plot, report, table,
-match-budget."""
+match-budget, compare."""
 
 from __future__ import annotations
 
@@ -776,6 +776,57 @@ def match_budget(
         for domain, p in found.per_domain.items():
             console.print(f"  {domain}: p = {p:.6g}", highlight=False)
         console.print(shlex.join(zipped), highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def compare(
+    runs: Annotated[
+        list[Path], typer.Argument(help="Run and/or sweep folders holding both methods' runs.")
+    ],
+    a: Annotated[
+        str | None,
+        typer.Option(
+            "--a", help="The method tested: a label (CEMA) or ADAPTER/POLICY (cema/cema)."
+        ),
+    ] = None,
+    b: Annotated[
+        str | None,
+        typer.Option("--b", help="The baseline it is compared with (e.g. Random or cema/random)."),
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(help="Rename a method first, as in `fleetsim table` (ADAPTER/POLICY=NAME)."),
+    ] = None,
+    protocol: Annotated[
+        TableProtocol,
+        typer.Option(help="reset: one run per corruption; continual: domains inside each run."),
+    ] = TableProtocol.auto,
+    json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Does method A beat B? Paired comparison over seeds, with interval and p-value.
+
+    Per seed (the same seed gives both methods the same streams): their mean error over the corruptions, A's advantage in points, uploads and MB; then the mean advantage with its 95% t-interval and the two-sided paired t-test's p, and in how many (corruption, seed) cells A's error is lower, level or higher. Without --a/--b the runs must hold exactly two methods (the baseline is the one listed first in `fleetsim table`). Example: fleetsim compare runs/c10c_continual_s5_1024 runs/c10c_continual_s5_1024_random --a CEMA --b Random
+    """
+    import json
+
+    from analysis.paired import describe, paired_comparison
+
+    try:
+        results = paired_comparison(
+            runs,
+            a=a,
+            b=b,
+            labels=_labels(label),
+            protocol=protocol.value,  # type: ignore[arg-type]
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    if json_:
+        console.print_json(json.dumps([r.as_dict() for r in results]))
+        return
+    for result in results:
+        console.print(describe(result), highlight=False, markup=False, soft_wrap=True)
 
 
 DatasetOption = Annotated[

@@ -1,0 +1,223 @@
+"""Paired comparison of two methods over seeds: is A's error lower than B's, and by how much?
+
+In fleetsim's comparisons a seed fixes every device's stream (image order, corruption schedule,
+arrivals), so two methods run with the same seed see the same samples: their per-seed results are
+*paired*. The difference per seed removes the stream's own difficulty, which dominates the spread
+between seeds (``fleetsim table``'s intervals), and a paired t-interval over the seeds says whether
+A beats B. The numbers per seed are those of the method table (:func:`analysis.tta.seed_table`):
+the mean error over the corruptions, uploaded samples %, upload bytes per device; on top, each
+(corruption, seed) cell says whether A's error there is lower, level or higher.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.plots import student_t_two_sided_p, t_interval
+from analysis.tta import METHOD_LABELS, Protocol, TableError, seed_table
+
+__all__ = ["PairedComparison", "describe", "paired_comparison"]
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """A against B at one severity, over the seeds both have (lists in seed order).
+
+    ``advantage`` per seed is B's mean error minus A's, in points: positive when A is better.
+    ``cells`` counts (corruption, seed) cells where A's error is lower / level / higher.
+    """
+
+    a: str
+    b: str
+    severity: int | None
+    protocol: str
+    seeds: list[int]
+    a_error: list[float]
+    b_error: list[float]
+    a_upload_pct: list[float]
+    b_upload_pct: list[float]
+    a_upload_bytes: list[float]
+    b_upload_bytes: list[float]
+    cells: tuple[int, int, int]
+    corruptions: tuple[int, int, int]  # the same over corruptions, from the means over seeds
+
+    @property
+    def advantage(self) -> list[float]:
+        return [b - a for a, b in zip(self.a_error, self.b_error, strict=True)]
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        """Mean advantage and the half-width of its 95% t-interval (0 for one seed)."""
+        return t_interval(np.asarray(self.advantage))
+
+    @property
+    def p_value(self) -> float | None:
+        """Two-sided paired t-test of a zero mean advantage (None for one seed)."""
+        values = np.asarray(self.advantage)
+        n = len(values)
+        if n < 2:
+            return None
+        sd = float(values.std(ddof=1))
+        mean = float(values.mean())
+        if sd == 0:
+            return 1.0 if mean == 0 else 0.0
+        return student_t_two_sided_p(mean / (sd / math.sqrt(n)), n - 1)
+
+    @property
+    def bytes_ratio(self) -> float:
+        """B's upload bytes over A's, summed over the seeds (nan when A sent nothing)."""
+        sent = sum(self.a_upload_bytes)
+        return sum(self.b_upload_bytes) / sent if sent else float("nan")
+
+    def as_dict(self) -> dict[str, Any]:
+        mean, half = self.interval
+        return {
+            "a": self.a,
+            "b": self.b,
+            "severity": self.severity,
+            "protocol": self.protocol,
+            "seeds": self.seeds,
+            "a_mean_error": self.a_error,
+            "b_mean_error": self.b_error,
+            "advantage": self.advantage,
+            "advantage_mean": mean,
+            "advantage_half_width_95": half,
+            "p_value": self.p_value,
+            "a_upload_pct": self.a_upload_pct,
+            "b_upload_pct": self.b_upload_pct,
+            "a_upload_bytes_per_device": self.a_upload_bytes,
+            "b_upload_bytes_per_device": self.b_upload_bytes,
+            "bytes_ratio_b_over_a": self.bytes_ratio,
+            "cells_lower_level_higher": list(self.cells),
+            "corruptions_lower_level_higher": list(self.corruptions),
+        }
+
+
+def _resolve(name: str, available: list[str]) -> str:
+    """A row label from a label or an ``adapter/policy`` key (``cema/cema`` -> ``CEMA``)."""
+    if name in available:
+        return name
+    adapter, sep, policy = name.partition("/")
+    label = METHOD_LABELS.get((adapter, policy)) if sep else None
+    if label in available:
+        return label  # type: ignore[return-value]
+    raise TableError(f"no runs of method {name!r}; the runs hold: {', '.join(available)}")
+
+
+def _signs(a: np.ndarray, b: np.ndarray, tolerance: float = 1e-9) -> tuple[int, int, int]:
+    finite = np.isfinite(a) & np.isfinite(b)
+    diff = (b - a)[finite]
+    lower = int((diff > tolerance).sum())
+    higher = int((diff < -tolerance).sum())
+    return lower, int(len(diff)) - lower - higher, higher
+
+
+def paired_comparison(
+    paths: Iterable[str | Path],
+    a: str | None = None,
+    b: str | None = None,
+    labels: Mapping[str, str] | None = None,
+    protocol: Protocol = "auto",
+) -> list[PairedComparison]:
+    """Compare method ``a`` with ``b`` (labels such as ``CEMA`` or ``cema/cema`` keys), one
+    :class:`PairedComparison` per severity, over the seeds both methods have.
+
+    Without ``a`` and ``b`` the runs must hold exactly two methods, taken in the table's order
+    (``b`` first: the baseline, e.g. Random before CEMA). Raises :class:`TableError` when a method
+    is missing or the two share no seed.
+    """
+    frame = seed_table(paths, by=["method"], labels=labels, protocol=protocol)
+    available = list(dict.fromkeys(frame["method"]))
+    if a is None and b is None:
+        if len(available) != 2:
+            raise TableError(
+                f"the runs hold {len(available)} methods ({', '.join(available)}): name the "
+                "two to compare"
+            )
+        b, a = available
+    elif a is None or b is None:
+        raise TableError("name both methods to compare, or neither when the runs hold two")
+    a, b = _resolve(a, available), _resolve(b, available)
+    if a == b:
+        raise TableError(f"both sides are {a!r}: name two different methods")
+    domains = [d for d in frame.attrs["domains"] if d != "clean"]
+    results = []
+    for severity, group in frame.groupby("severity", sort=False, dropna=False):
+        rows_a = group[group["method"] == a].set_index("seed")
+        rows_b = group[group["method"] == b].set_index("seed")
+        seeds = sorted(set(rows_a.index) & set(rows_b.index))
+        if not seeds:
+            continue
+        rows_a, rows_b = rows_a.loc[seeds], rows_b.loc[seeds]
+        cells = _signs(rows_a[domains].to_numpy(float), rows_b[domains].to_numpy(float))
+        corruptions = _signs(
+            rows_a[domains].mean().to_numpy(float), rows_b[domains].mean().to_numpy(float)
+        )
+        results.append(
+            PairedComparison(
+                a=a,
+                b=b,
+                severity=None if pd.isna(severity) else int(severity),
+                protocol=frame.attrs["protocol"],
+                seeds=[int(s) for s in seeds],
+                a_error=rows_a["mean_error"].astype(float).tolist(),
+                b_error=rows_b["mean_error"].astype(float).tolist(),
+                a_upload_pct=rows_a["upload_pct"].astype(float).tolist(),
+                b_upload_pct=rows_b["upload_pct"].astype(float).tolist(),
+                a_upload_bytes=rows_a["upload_bytes"].astype(float).tolist(),
+                b_upload_bytes=rows_b["upload_bytes"].astype(float).tolist(),
+                cells=cells,
+                corruptions=corruptions,
+            )
+        )
+    if not results:
+        raise TableError(f"{a!r} and {b!r} have no seed in common at any severity")
+    return results
+
+
+def describe(result: PairedComparison) -> str:
+    """The comparison as text: a Markdown table per seed, then the verdict lines."""
+    a, b = result.a, result.b
+    severity = "" if result.severity is None else f", severity {result.severity}"
+    lines = [
+        f"{a} against {b}{severity}, {result.protocol} protocol, {len(result.seeds)} paired seeds",
+        "",
+        f"| seed | {a} error % | {b} error % | {a}'s advantage (points) | {a} upload % | "
+        f"{b} upload % | {a} up MB/dev | {b} up MB/dev |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for i, seed in enumerate(result.seeds):
+        lines.append(
+            f"| {seed} | {result.a_error[i]:.2f} | {result.b_error[i]:.2f} | "
+            f"{result.advantage[i]:+.2f} | {result.a_upload_pct[i]:.1f} | "
+            f"{result.b_upload_pct[i]:.1f} | {result.a_upload_bytes[i] / 1e6:.2f} | "
+            f"{result.b_upload_bytes[i] / 1e6:.2f} |"
+        )
+    mean, half = result.interval
+    p_value = result.p_value
+    verdict = "lower" if mean > 0 else "higher" if mean < 0 else "the same"
+    stats = (
+        f"by {abs(mean):.2f} ± {half:.2f} points (95% t-interval), paired t-test p = {p_value:.3g}"
+        if p_value is not None
+        else f"by {abs(mean):.2f} points (one seed: no interval)"
+    )
+    lower, level, higher = result.cells
+    c_lower, c_level, c_higher = result.corruptions
+    lines += [
+        "",
+        f"{a}'s mean error is {verdict} than {b}'s {stats}.",
+        f"{a}'s error is lower / level / higher in {lower} / {level} / {higher} (corruption, "
+        f"seed) cells, and in {c_lower} / {c_level} / {c_higher} corruptions (means over seeds).",
+    ]
+    ratio = result.bytes_ratio
+    if math.isfinite(ratio):
+        more = "more" if ratio >= 1 else "fewer"
+        lines.append(f"{b} sent {abs(ratio - 1) * 100:.1f} % {more} upload bytes than {a}.")
+    return "\n".join(lines) + "\n"

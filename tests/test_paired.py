@@ -1,0 +1,143 @@
+"""Paired comparison of two methods over seeds (analysis/paired.py, `fleetsim compare`).
+
+Run folders come from the method-table tests' builder (known correct counts per corruption and
+seed); the expected differences, intervals and p-values are computed here by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from analysis.paired import describe, paired_comparison
+from analysis.plots import student_t_two_sided_p
+from analysis.tta import TableError
+from simulator.cli import app
+from tests.test_tta_table import CORRECT, continual_runs, hand_interval, reset_sweep, write_run
+
+runner = CliRunner()
+CEMA = CORRECT[("cema", "cema")]
+# random's correct counts relative to CEMA's per corruption and seed 0, 1, 2: gaussian level,
+# fog 2 better on every seed, jpeg 3 / 1 / 5 worse
+RANDOM_DELTA = {"gaussian_noise": [0, 0, 0], "fog": [2, 2, 2], "jpeg_compression": [-3, -1, -5]}
+
+
+def random_runs(root, severity: int = 5):
+    for corruption, deltas in RANDOM_DELTA.items():
+        for seed, delta in enumerate(deltas):
+            write_run(
+                root / f"random-{corruption}-{seed}",
+                seed=seed,
+                adapter="cema",
+                policy="random",
+                domains={corruption: (CEMA[corruption][seed] + delta, 20)},
+                severity=severity,
+                params={"stream.corruptions": [corruption]},
+            )
+    return root
+
+
+def test_two_sided_p_matches_the_closed_forms_for_one_and_two_degrees_of_freedom():
+    for t in (0.0, 0.3, 1.0, 2.5, 12.0, -4.0):
+        assert student_t_two_sided_p(t, 2) == pytest.approx(1 - abs(t) / math.sqrt(t * t + 2))
+        assert student_t_two_sided_p(t, 1) == pytest.approx(1 - 2 / math.pi * math.atan(abs(t)))
+    assert student_t_two_sided_p(math.inf, 3) == 0.0
+    with pytest.raises(ValueError, match="degrees of freedom"):
+        student_t_two_sided_p(1.0, 0)
+
+
+def test_advantage_interval_p_and_cell_signs_are_those_computed_by_hand(tmp_path):
+    sweep, random = reset_sweep(tmp_path / "sweep"), random_runs(tmp_path / "random")
+    [result] = paired_comparison([sweep, random], a="CEMA", b="cema/random")
+    assert (result.a, result.b, result.severity, result.protocol) == ("CEMA", "Random", 5, "reset")
+    assert result.seeds == [0, 1, 2]
+    cema_error = [sum(100 - CEMA[c][s] for c in CEMA) / 3 for s in range(3)]
+    assert result.a_error == pytest.approx(cema_error)
+    # B's error minus A's, per seed: (0 - 2 + 3) / 3, (0 - 2 + 1) / 3, (0 - 2 + 5) / 3
+    advantage = [1 / 3, -1 / 3, 1.0]
+    assert result.advantage == pytest.approx(advantage)
+    mean, half = hand_interval(advantage)
+    assert result.interval == pytest.approx((mean, half))
+    sd = math.sqrt(sum((v - mean) ** 2 for v in advantage) / 2)
+    t = mean / (sd / math.sqrt(3))
+    assert result.p_value == pytest.approx(1 - abs(t) / math.sqrt(t * t + 2))
+    assert result.cells == (3, 3, 3)  # jpeg lower, gaussian level, fog higher on each seed
+    assert result.corruptions == (1, 1, 1)
+    assert result.a_upload_pct == pytest.approx([20.0] * 3)
+    assert result.bytes_ratio == pytest.approx(1.0)
+    text = describe(result)
+    assert "| 0 | 20.00 | 20.33 | +0.33 | 20.0 | 20.0 |" in text
+    assert f"lower than Random's by {mean:.2f} ± {half:.2f} points" in text
+    assert "in 3 / 3 / 3 (corruption, seed) cells, and in 1 / 1 / 1 corruptions" in text
+
+
+def test_the_same_numbers_from_continual_runs_and_two_methods_need_no_names(tmp_path):
+    reset = paired_comparison([reset_sweep(tmp_path / "r")])
+    continual = paired_comparison([continual_runs(tmp_path / "c")])
+    for result in (reset[0], continual[0]):
+        # the baseline is the method listed first in the table: Source, then CEMA
+        assert (result.a, result.b) == ("CEMA", "Source")
+        assert result.cells == (9, 0, 0) and result.corruptions == (3, 0, 0)
+        assert result.p_value is not None and result.p_value < 0.001
+        assert result.bytes_ratio == 0.0  # Source uploads nothing
+    assert continual[0].protocol == "continual"
+    assert continual[0].advantage == pytest.approx(reset[0].advantage)
+
+
+def test_one_comparison_per_severity_and_only_common_seeds(tmp_path):
+    reset_sweep(tmp_path / "s5", severity=5)
+    reset_sweep(tmp_path / "s3", severity=3)
+    results = paired_comparison([tmp_path / "s5", tmp_path / "s3"], a="CEMA", b="Source")
+    assert [r.severity for r in results] == [5, 3]
+    assert results[0].advantage == pytest.approx(results[1].advantage)
+    only_seed_0 = tmp_path / "one"
+    for corruption in RANDOM_DELTA:
+        write_run(
+            only_seed_0 / corruption,
+            seed=0,
+            adapter="cema",
+            policy="random",
+            domains={corruption: (50, 20)},
+            params={"stream.corruptions": [corruption]},
+        )
+    [single] = paired_comparison([tmp_path / "s5", only_seed_0], a="CEMA", b="Random")
+    assert single.seeds == [0] and single.p_value is None and single.interval[1] == 0.0
+    assert "one seed: no interval" in describe(single)
+
+
+def test_unclear_requests_are_errors_that_say_what_to_do(tmp_path):
+    sweep, random = reset_sweep(tmp_path / "sweep"), random_runs(tmp_path / "random")
+    with pytest.raises(TableError, match="3 methods .*name the two"):
+        paired_comparison([sweep, random])
+    with pytest.raises(TableError, match="name both methods"):
+        paired_comparison([sweep], a="CEMA")
+    with pytest.raises(TableError, match="no runs of method 'EATA'; the runs hold: Source, CEMA"):
+        paired_comparison([sweep], a="EATA", b="CEMA")
+    with pytest.raises(TableError, match="both sides are 'CEMA'"):
+        paired_comparison([sweep], a="cema/cema", b="CEMA")
+
+
+def test_cli_compare_prints_the_table_and_json_and_fails_clearly(tmp_path):
+    sweep, random = reset_sweep(tmp_path / "sweep"), random_runs(tmp_path / "random")
+    args = ["compare", str(sweep), str(random), "--a", "cema/cema", "--b", "Random"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "CEMA against Random, severity 5, reset protocol, 3 paired seeds" in result.output
+    assert "| 2 | 19.00 | 20.00 | +1.00 |" in result.output
+    as_json = runner.invoke(app, [*args, "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    [record] = json.loads(as_json.output)
+    assert record["advantage"] == pytest.approx([1 / 3, -1 / 3, 1.0])
+    assert record["cells_lower_level_higher"] == [3, 3, 3]
+    label = ["--label", "cema/random=Random (CEMA bytes)"]
+    renamed = runner.invoke(app, [*args[:5], "--b", "Random (CEMA bytes)", *label])
+    assert renamed.exit_code == 0, renamed.output
+    assert "CEMA against Random (CEMA bytes)" in renamed.output
+    unnamed = runner.invoke(app, [*args[:3], *label])
+    assert unnamed.exit_code == 2 and "3 methods" in unnamed.output
+    missing = runner.invoke(app, ["compare", str(sweep), "--a", "EATA", "--b", "CEMA"])
+    assert missing.exit_code == 2 and "no runs of method 'EATA'" in missing.output
+    assert "Traceback" not in missing.output
