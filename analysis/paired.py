@@ -12,7 +12,7 @@ the mean error over the corruptions, uploaded samples %, upload bytes per device
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ class PairedComparison:
     b: str
     severity: int | None
     protocol: str
+    group: dict[str, str]  # the values of the other ``by`` keys (e.g. a bandwidth), else empty
     seeds: list[int]
     a_error: list[float]
     b_error: list[float]
@@ -83,6 +84,7 @@ class PairedComparison:
             "b": self.b,
             "severity": self.severity,
             "protocol": self.protocol,
+            **self.group,
             "seeds": self.seeds,
             "a_mean_error": self.a_error,
             "b_mean_error": self.b_error,
@@ -125,15 +127,18 @@ def paired_comparison(
     b: str | None = None,
     labels: Mapping[str, str] | None = None,
     protocol: Protocol = "auto",
+    by: Sequence[str] = (),
 ) -> list[PairedComparison]:
     """Compare method ``a`` with ``b`` (labels such as ``CEMA`` or ``cema/cema`` keys), one
-    :class:`PairedComparison` per severity, over the seeds both methods have.
+    :class:`PairedComparison` per severity and per value of the ``by`` keys (e.g.
+    ``network.uplink_mbps`` for a bandwidth sweep), over the seeds both methods have there.
 
     Without ``a`` and ``b`` the runs must hold exactly two methods, taken in the table's order
     (``b`` first: the baseline, e.g. Random before CEMA). Raises :class:`TableError` when a method
     is missing or the two share no seed.
     """
-    frame = seed_table(paths, by=["method"], labels=labels, protocol=protocol)
+    by = [k for k in by if k != "method"]
+    frame = seed_table(paths, by=["method", *by], labels=labels, protocol=protocol)
     available = list(dict.fromkeys(frame["method"]))
     if a is None and b is None:
         if len(available) != 2:
@@ -149,7 +154,8 @@ def paired_comparison(
         raise TableError(f"both sides are {a!r}: name two different methods")
     domains = [d for d in frame.attrs["domains"] if d != "clean"]
     results = []
-    for severity, group in frame.groupby("severity", sort=False, dropna=False):
+    for key, group in frame.groupby([*by, "severity"], sort=False, dropna=False):
+        *values, severity = key
         rows_a = group[group["method"] == a].set_index("seed")
         rows_b = group[group["method"] == b].set_index("seed")
         seeds = sorted(set(rows_a.index) & set(rows_b.index))
@@ -166,6 +172,7 @@ def paired_comparison(
                 b=b,
                 severity=None if pd.isna(severity) else int(severity),
                 protocol=frame.attrs["protocol"],
+                group={k: str(v) for k, v in zip(by, values, strict=True)},
                 seeds=[int(s) for s in seeds],
                 a_error=rows_a["mean_error"].astype(float).tolist(),
                 b_error=rows_b["mean_error"].astype(float).tolist(),
@@ -178,7 +185,7 @@ def paired_comparison(
             )
         )
     if not results:
-        raise TableError(f"{a!r} and {b!r} have no seed in common at any severity")
+        raise TableError(f"{a!r} and {b!r} have no seed in common in any group")
     return results
 
 
@@ -186,8 +193,10 @@ def describe(result: PairedComparison) -> str:
     """The comparison as text: a Markdown table per seed, then the verdict lines."""
     a, b = result.a, result.b
     severity = "" if result.severity is None else f", severity {result.severity}"
+    where = "".join(f", {k}={v}" for k, v in result.group.items())
     lines = [
-        f"{a} against {b}{severity}, {result.protocol} protocol, {len(result.seeds)} paired seeds",
+        f"{a} against {b}{where}{severity}, {result.protocol} protocol, "
+        f"{len(result.seeds)} paired seeds",
         "",
         f"| seed | {a} error % | {b} error % | {a}'s advantage (points) | {a} upload % | "
         f"{b} upload % | {a} up MB/dev | {b} up MB/dev |",

@@ -801,6 +801,13 @@ def compare(
         TableProtocol,
         typer.Option(help="reset: one run per corruption; continual: domains inside each run."),
     ] = TableProtocol.auto,
+    by: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Compare within each value of this key too, repeatable (e.g. --by "
+            "network.uplink_mbps for a bandwidth sweep: one comparison per bandwidth)."
+        ),
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Does method A beat B? Paired comparison over seeds, with interval and p-value.
@@ -818,6 +825,7 @@ def compare(
             b=b,
             labels=_labels(label),
             protocol=protocol.value,  # type: ignore[arg-type]
+            by=by or [],
         )
     except (FileNotFoundError, ValueError) as exc:
         errors.print(f"[bold red]error:[/] {exc}", highlight=False)

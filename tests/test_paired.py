@@ -141,3 +141,38 @@ def test_cli_compare_prints_the_table_and_json_and_fails_clearly(tmp_path):
     missing = runner.invoke(app, ["compare", str(sweep), "--a", "EATA", "--b", "CEMA"])
     assert missing.exit_code == 2 and "no runs of method 'EATA'" in missing.output
     assert "Traceback" not in missing.output
+
+
+def test_by_a_key_gives_one_comparison_per_value_and_the_cli_names_it(tmp_path):
+    # two bandwidths; at 2 Mbit/s CEMA is 5 correct better per corruption, at 8 Mbit/s 1 worse
+    for mbps, delta in ((2, 5), (8, -1)):
+        for policy, shift in (("cema", delta), ("random", 0)):
+            for seed in range(3):
+                write_run(
+                    tmp_path / f"bw{mbps}-{policy}-{seed}",
+                    seed=seed,
+                    adapter="cema",
+                    policy=policy,
+                    domains={
+                        c: (CEMA[c][seed] + (shift if policy == "cema" else 0), 20) for c in CEMA
+                    },
+                    config={"network.uplink_mbps": mbps},
+                    params={"network.uplink_mbps": mbps},
+                )
+    with pytest.raises(TableError, match="add the key to --by"):
+        paired_comparison([tmp_path], a="CEMA", b="Random")
+    results = paired_comparison([tmp_path], a="CEMA", b="Random", by=["network.uplink_mbps"])
+    assert [r.group for r in results] == [
+        {"network.uplink_mbps": "2"},
+        {"network.uplink_mbps": "8"},
+    ]
+    assert results[0].advantage == pytest.approx([5.0] * 3)
+    assert results[1].advantage == pytest.approx([-1.0] * 3)
+    assert results[1].p_value == 0.0 and results[1].cells == (0, 0, 9)
+    out = runner.invoke(
+        app,
+        ["compare", str(tmp_path), "--a", "CEMA", "--b", "Random", "--by", "network.uplink_mbps"],
+    )
+    assert out.exit_code == 0, out.output
+    assert "CEMA against Random, network.uplink_mbps=8, severity 5" in out.output
+    assert "higher than Random's by 1.00 ± 0.00 points" in out.output
