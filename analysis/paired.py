@@ -121,6 +121,27 @@ def _signs(a: np.ndarray, b: np.ndarray, tolerance: float = 1e-9) -> tuple[int, 
     return lower, int(len(diff)) - lower - higher, higher
 
 
+def _pick(name: str | None, frame: pd.DataFrame, side: str) -> str:
+    available = list(dict.fromkeys(frame["method"]))
+    if name is not None:
+        return _resolve(name, available)
+    if len(available) != 1:
+        raise TableError(
+            f"{side}'s runs hold {len(available)} methods ({', '.join(available)}): name one"
+        )
+    return available[0]
+
+
+def _select(
+    frame: pd.DataFrame, method: str, by: list[str], values: list, severity
+) -> pd.DataFrame:
+    """The per-seed rows of ``method`` in the group (``by`` values, severity), indexed by seed."""
+    mask = frame["method"] == method
+    for key, value in zip([*by, "severity"], [*values, severity], strict=True):
+        mask &= frame[key].isna() if pd.isna(value) else frame[key] == value
+    return frame[mask].set_index("seed")
+
+
 def paired_comparison(
     paths: Iterable[str | Path],
     a: str | None = None,
@@ -128,36 +149,61 @@ def paired_comparison(
     labels: Mapping[str, str] | None = None,
     protocol: Protocol = "auto",
     by: Sequence[str] = (),
+    baseline: Iterable[str | Path] | None = None,
 ) -> list[PairedComparison]:
     """Compare method ``a`` with ``b`` (labels such as ``CEMA`` or ``cema/cema`` keys), one
     :class:`PairedComparison` per severity and per value of the ``by`` keys (e.g.
     ``network.uplink_mbps`` for a bandwidth sweep), over the seeds both methods have there.
 
     Without ``a`` and ``b`` the runs must hold exactly two methods, taken in the table's order
-    (``b`` first: the baseline, e.g. Random before CEMA). Raises :class:`TableError` when a method
-    is missing or the two share no seed.
+    (``b`` first: the baseline, e.g. Random before CEMA). With ``baseline`` (run folders) B's runs
+    come from there and A's from ``paths``, so two variants of one method can be compared (CEMA
+    without replay against CEMA); a side without a name must then hold one method. Raises
+    :class:`TableError` when a method is missing or the two share no seed.
     """
+    paths = list(paths)
     by = [k for k in by if k != "method"]
-    frame = seed_table(paths, by=["method", *by], labels=labels, protocol=protocol)
-    available = list(dict.fromkeys(frame["method"]))
-    if a is None and b is None:
-        if len(available) != 2:
+    keys = ["method", *by]
+    frame_a = seed_table(paths, by=keys, labels=labels, protocol=protocol)
+    if baseline is None:
+        frame_b = frame_a
+        available = list(dict.fromkeys(frame_a["method"]))
+        if a is None and b is None:
+            if len(available) != 2:
+                raise TableError(
+                    f"the runs hold {len(available)} methods ({', '.join(available)}): name the "
+                    "two to compare"
+                )
+            b, a = available
+        elif a is None or b is None:
+            raise TableError("name both methods to compare, or neither when the runs hold two")
+        a, b = _resolve(a, available), _resolve(b, available)
+        if a == b:
+            raise TableError(f"both sides are {a!r}: name two different methods")
+        name_a, name_b = a, b
+    else:
+        baseline = list(baseline)
+        frame_b = seed_table(baseline, by=keys, labels=labels, protocol=protocol)
+        if frame_a.attrs["protocol"] != frame_b.attrs["protocol"]:
             raise TableError(
-                f"the runs hold {len(available)} methods ({', '.join(available)}): name the "
-                "two to compare"
+                f"the runs are {frame_a.attrs['protocol']} and the baseline's "
+                f"{frame_b.attrs['protocol']}: compare runs of one protocol"
             )
-        b, a = available
-    elif a is None or b is None:
-        raise TableError("name both methods to compare, or neither when the runs hold two")
-    a, b = _resolve(a, available), _resolve(b, available)
-    if a == b:
-        raise TableError(f"both sides are {a!r}: name two different methods")
-    domains = [d for d in frame.attrs["domains"] if d != "clean"]
+        a, b = _pick(a, frame_a, "A"), _pick(b, frame_b, "the baseline")
+        name_a = a if a != b else f"{a} [{Path(paths[0]).name}]"
+        name_b = b if a != b else f"{b} [{Path(baseline[0]).name}]"
+    domains = [d for d in frame_a.attrs["domains"] if d != "clean"]
+    other = [d for d in frame_b.attrs["domains"] if d != "clean"]
+    if sorted(domains) != sorted(other):
+        raise TableError(
+            f"the two sides cover different corruptions ({', '.join(domains)} against "
+            f"{', '.join(other)}): compare like with like"
+        )
     results = []
-    for key, group in frame.groupby([*by, "severity"], sort=False, dropna=False):
+    for key, _ in frame_a.groupby([*by, "severity"], sort=False, dropna=False):
         *values, severity = key
-        rows_a = group[group["method"] == a].set_index("seed")
-        rows_b = group[group["method"] == b].set_index("seed")
+        rows_a = _select(frame_a, a, by, values, severity)
+        rows_b = _select(frame_b, b, by, values, severity)
         seeds = sorted(set(rows_a.index) & set(rows_b.index))
         if not seeds:
             continue
@@ -168,10 +214,10 @@ def paired_comparison(
         )
         results.append(
             PairedComparison(
-                a=a,
-                b=b,
+                a=name_a,
+                b=name_b,
                 severity=None if pd.isna(severity) else int(severity),
-                protocol=frame.attrs["protocol"],
+                protocol=frame_a.attrs["protocol"],
                 group={k: str(v) for k, v in zip(by, values, strict=True)},
                 seeds=[int(s) for s in seeds],
                 a_error=rows_a["mean_error"].astype(float).tolist(),

@@ -808,6 +808,13 @@ def compare(
             "network.uplink_mbps for a bandwidth sweep: one comparison per bandwidth)."
         ),
     ] = None,
+    baseline: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="Read B from these run/sweep folders (repeatable) and A from RUNS: two variants "
+            "of one method, e.g. fleetsim compare runs/cema_norep --baseline runs/cema."
+        ),
+    ] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
 ) -> None:
     """Does method A beat B? Paired comparison over seeds, with interval and p-value.
@@ -826,6 +833,7 @@ def compare(
             labels=_labels(label),
             protocol=protocol.value,  # type: ignore[arg-type]
             by=by or [],
+            baseline=baseline or None,
         )
     except (FileNotFoundError, ValueError) as exc:
         errors.print(f"[bold red]error:[/] {exc}", highlight=False)

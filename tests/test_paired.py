@@ -176,3 +176,45 @@ def test_by_a_key_gives_one_comparison_per_value_and_the_cli_names_it(tmp_path):
     assert out.exit_code == 0, out.output
     assert "CEMA against Random, network.uplink_mbps=8, severity 5" in out.output
     assert "higher than Random's by 1.00 ± 0.00 points" in out.output
+
+
+def test_a_baseline_folder_compares_two_variants_of_one_method(tmp_path):
+    sweep = reset_sweep(tmp_path / "sweep")  # Source and CEMA
+    variant = tmp_path / "cema_variant"  # CEMA again, 4 more correct per corruption on seed 1
+    for corruption, per_seed in CEMA.items():
+        for seed, correct in enumerate(per_seed):
+            write_run(
+                variant / f"{corruption}-{seed}",
+                seed=seed,
+                adapter="cema",
+                policy="cema",
+                domains={corruption: (correct + 4 * (seed == 1), 20)},
+                params={"stream.corruptions": [corruption]},
+            )
+    [result] = paired_comparison([variant], b="CEMA", baseline=[sweep])
+    assert (result.a, result.b) == ("CEMA [cema_variant]", "CEMA [sweep]")
+    assert result.advantage == pytest.approx([0.0, 4.0, 0.0])
+    assert result.cells == (3, 6, 0)
+    [other] = paired_comparison([variant], b="Source", baseline=[sweep])
+    assert (other.a, other.b) == ("CEMA", "Source")
+    with pytest.raises(TableError, match="the baseline's runs hold 2 methods"):
+        paired_comparison([variant], baseline=[sweep])
+    with pytest.raises(TableError, match="the runs are continual and the baseline's reset"):
+        paired_comparison([continual_runs(tmp_path / "c")], a="CEMA", b="CEMA", baseline=[sweep])
+    fewer = tmp_path / "fewer"
+    for seed in range(3):
+        write_run(
+            fewer / f"fog-{seed}",
+            seed=seed,
+            adapter="cema",
+            policy="cema",
+            domains={"fog": (80, 20)},
+            params={"stream.corruptions": ["fog"]},
+        )
+    with pytest.raises(TableError, match="cover different corruptions"):
+        paired_comparison([fewer], b="CEMA", baseline=[sweep])
+    out = runner.invoke(
+        app, ["compare", str(variant), "--baseline", str(sweep), "--b", "cema/cema", "--json"]
+    )
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)[0]["advantage"] == pytest.approx([0.0, 4.0, 0.0])
