@@ -25,19 +25,24 @@ CEMA = CORRECT[("cema", "cema")]
 RANDOM_DELTA = {"gaussian_noise": [0, 0, 0], "fog": [2, 2, 2], "jpeg_compression": [-3, -1, -5]}
 
 
-def random_runs(root, severity: int = 5):
-    for corruption, deltas in RANDOM_DELTA.items():
-        for seed, delta in enumerate(deltas):
+def cema_reset_runs(root, policy, correct, corruptions=tuple(CEMA), seeds=range(3)):
+    """One ``cema/<policy>`` run per (corruption, seed) with ``correct(corruption, seed)`` of 100
+    samples right and 20 uploaded."""
+    for corruption in corruptions:
+        for seed in seeds:
             write_run(
-                root / f"random-{corruption}-{seed}",
+                root / f"{policy}-{corruption}-{seed}",
                 seed=seed,
                 adapter="cema",
-                policy="random",
-                domains={corruption: (CEMA[corruption][seed] + delta, 20)},
-                severity=severity,
+                policy=policy,
+                domains={corruption: (correct(corruption, seed), 20)},
                 params={"stream.corruptions": [corruption]},
             )
     return root
+
+
+def random_runs(root):
+    return cema_reset_runs(root, "random", lambda c, s: CEMA[c][s] + RANDOM_DELTA[c][s])
 
 
 def test_two_sided_p_matches_the_closed_forms_for_one_and_two_degrees_of_freedom():
@@ -93,16 +98,7 @@ def test_one_comparison_per_severity_and_only_common_seeds(tmp_path):
     results = paired_comparison([tmp_path / "s5", tmp_path / "s3"], a="CEMA", b="Source")
     assert [r.severity for r in results] == [5, 3]
     assert results[0].advantage == pytest.approx(results[1].advantage)
-    only_seed_0 = tmp_path / "one"
-    for corruption in RANDOM_DELTA:
-        write_run(
-            only_seed_0 / corruption,
-            seed=0,
-            adapter="cema",
-            policy="random",
-            domains={corruption: (50, 20)},
-            params={"stream.corruptions": [corruption]},
-        )
+    only_seed_0 = cema_reset_runs(tmp_path / "one", "random", lambda c, s: 50, seeds=[0])
     [single] = paired_comparison([tmp_path / "s5", only_seed_0], a="CEMA", b="Random")
     assert single.seeds == [0] and single.p_value is None and single.interval[1] == 0.0
     assert "one seed: no interval" in describe(single)
@@ -180,17 +176,10 @@ def test_by_a_key_gives_one_comparison_per_value_and_the_cli_names_it(tmp_path):
 
 def test_a_baseline_folder_compares_two_variants_of_one_method(tmp_path):
     sweep = reset_sweep(tmp_path / "sweep")  # Source and CEMA
-    variant = tmp_path / "cema_variant"  # CEMA again, 4 more correct per corruption on seed 1
-    for corruption, per_seed in CEMA.items():
-        for seed, correct in enumerate(per_seed):
-            write_run(
-                variant / f"{corruption}-{seed}",
-                seed=seed,
-                adapter="cema",
-                policy="cema",
-                domains={corruption: (correct + 4 * (seed == 1), 20)},
-                params={"stream.corruptions": [corruption]},
-            )
+    # CEMA again, 4 more correct per corruption on seed 1
+    variant = cema_reset_runs(
+        tmp_path / "cema_variant", "cema", lambda c, s: CEMA[c][s] + 4 * (s == 1)
+    )
     [result] = paired_comparison([variant], b="CEMA", baseline=[sweep])
     assert (result.a, result.b) == ("CEMA [cema_variant]", "CEMA [sweep]")
     assert result.advantage == pytest.approx([0.0, 4.0, 0.0])
@@ -201,16 +190,7 @@ def test_a_baseline_folder_compares_two_variants_of_one_method(tmp_path):
         paired_comparison([variant], baseline=[sweep])
     with pytest.raises(TableError, match="the runs are continual and the baseline's reset"):
         paired_comparison([continual_runs(tmp_path / "c")], a="CEMA", b="CEMA", baseline=[sweep])
-    fewer = tmp_path / "fewer"
-    for seed in range(3):
-        write_run(
-            fewer / f"fog-{seed}",
-            seed=seed,
-            adapter="cema",
-            policy="cema",
-            domains={"fog": (80, 20)},
-            params={"stream.corruptions": ["fog"]},
-        )
+    fewer = cema_reset_runs(tmp_path / "fewer", "cema", lambda c, s: 80, corruptions=["fog"])
     with pytest.raises(TableError, match="cover different corruptions"):
         paired_comparison([fewer], b="CEMA", baseline=[sweep])
     out = runner.invoke(
