@@ -102,14 +102,16 @@ class PairedComparison:
         }
 
 
-def _resolve(name: str, available: list[str]) -> str:
-    """A row label from a label or an ``adapter/policy`` key (``cema/cema`` -> ``CEMA``)."""
+def _resolve(name: str, available: list[str], labels: Mapping[str, str]) -> str:
+    """A row label from a label or an ``adapter/policy`` key (``cema/cema`` -> ``CEMA``), renamed
+    by ``labels`` the way :func:`analysis.tta.key_value` names the rows (key first, then label)."""
     if name in available:
         return name
     adapter, sep, policy = name.partition("/")
-    label = METHOD_LABELS.get((adapter, policy)) if sep else None
+    derived = METHOD_LABELS.get((adapter, policy), name) if sep else name
+    label = labels.get(name, labels.get(derived, derived))
     if label in available:
-        return label  # type: ignore[return-value]
+        return label
     raise TableError(f"no runs of method {name!r}; the runs hold: {', '.join(available)}")
 
 
@@ -121,10 +123,10 @@ def _signs(a: np.ndarray, b: np.ndarray, tolerance: float = 1e-9) -> tuple[int, 
     return lower, int(len(diff)) - lower - higher, higher
 
 
-def _pick(name: str | None, frame: pd.DataFrame, side: str) -> str:
+def _pick(name: str | None, frame: pd.DataFrame, side: str, labels: Mapping[str, str]) -> str:
     available = list(dict.fromkeys(frame["method"]))
     if name is not None:
-        return _resolve(name, available)
+        return _resolve(name, available, labels)
     if len(available) != 1:
         raise TableError(
             f"{side}'s runs hold {len(available)} methods ({', '.join(available)}): name one"
@@ -162,6 +164,7 @@ def paired_comparison(
     :class:`TableError` when a method is missing or the two share no seed.
     """
     paths = list(paths)
+    labels = labels or {}
     by = [k for k in by if k != "method"]
     keys = ["method", *by]
     frame_a = seed_table(paths, by=keys, labels=labels, protocol=protocol)
@@ -177,7 +180,7 @@ def paired_comparison(
             b, a = available
         elif a is None or b is None:
             raise TableError("name both methods to compare, or neither when the runs hold two")
-        a, b = _resolve(a, available), _resolve(b, available)
+        a, b = _resolve(a, available, labels), _resolve(b, available, labels)
         if a == b:
             raise TableError(f"both sides are {a!r}: name two different methods")
         name_a, name_b = a, b
@@ -189,7 +192,7 @@ def paired_comparison(
                 f"the runs are {frame_a.attrs['protocol']} and the baseline's "
                 f"{frame_b.attrs['protocol']}: compare runs of one protocol"
             )
-        a, b = _pick(a, frame_a, "A"), _pick(b, frame_b, "the baseline")
+        a, b = _pick(a, frame_a, "A", labels), _pick(b, frame_b, "the baseline", labels)
         name_a = a if a != b else f"{a} [{Path(paths[0]).name}]"
         name_b = b if a != b else f"{b} [{Path(baseline[0]).name}]"
     domains = [d for d in frame_a.attrs["domains"] if d != "clean"]

@@ -132,6 +132,10 @@ def test_cli_compare_prints_the_table_and_json_and_fails_clearly(tmp_path):
     renamed = runner.invoke(app, [*args[:5], "--b", "Random (CEMA bytes)", *label])
     assert renamed.exit_code == 0, renamed.output
     assert "CEMA against Random (CEMA bytes)" in renamed.output
+    # the adapter/policy key names the renamed row too
+    by_key = runner.invoke(app, [*args[:5], "--b", "cema/random", *label])
+    assert by_key.exit_code == 0, by_key.output
+    assert "CEMA against Random (CEMA bytes)" in by_key.output
     unnamed = runner.invoke(app, [*args[:3], *label])
     assert unnamed.exit_code == 2 and "3 methods" in unnamed.output
     missing = runner.invoke(app, ["compare", str(sweep), "--a", "EATA", "--b", "CEMA"])
