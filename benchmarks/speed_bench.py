@@ -63,27 +63,45 @@ def fleet_scenario(devices: int, samples: int, data: Path, **overrides) -> dict:
     return scenario
 
 
-def run(scenario: dict, executor: str = "batched"):
+def run(
+    scenario: dict, executor: str = "batched", device: str = "cpu", max_rows: int | None = None
+):
     from simulator.config import scenario_from_dict
     from simulator.engine import run_scenario
 
-    return run_scenario(scenario_from_dict(scenario), executor=executor)  # type: ignore[arg-type]
+    return run_scenario(
+        scenario_from_dict(scenario),
+        executor=executor,  # type: ignore[arg-type]
+        device=device,
+        max_rows=max_rows,
+    )
 
 
-def forward_limit(images: int, batch: int) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def forward_limit(images: int, batch: int, device: str = "cpu") -> float:
     """Images per second of the plain ResNet-20 forward pass (eval BN, inference mode, channels
-    last) over ``images`` random images in batches of ``batch``: the machine's physical limit."""
+    last) over ``images`` random images in batches of ``batch``, already on ``device``: the
+    machine's physical limit."""
+    from simulator.compute import resolve_device
     from simulator.models.zoo import create_model
 
-    model = create_model("resnet20").eval().to(memory_format=torch.channels_last)
-    x = torch.rand(batch, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    where = resolve_device(device)
+    model = create_model("resnet20").eval().to(where, memory_format=torch.channels_last)
+    x = torch.rand(batch, 3, 32, 32, device=where).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        model(x)
+        for _ in range(3):  # warm-up (a GPU's first passes load kernels)
+            model(x)
+        _sync(where)
         start = time.perf_counter()
         done = 0
         while done < images:
             model(x)
             done += batch
+        _sync(where)
         return done / (time.perf_counter() - start)
 
 
@@ -96,19 +114,20 @@ def throughput(args: argparse.Namespace) -> None:
         "| naive inf/s | batched/naive |"
     )
     print("|---:|---:|---:|---:|---:|---:|---:|---:|")
-    run(fleet_scenario(4, 64, args.data))  # warm-up: builds the corrupted-set cache
+    device, rows = args.device, args.max_rows
+    run(fleet_scenario(4, 64, args.data), device=device)  # warm-up: the corrupted-set cache
     for devices in args.devices:
         samples = max(16, total // devices)
         scenario = fleet_scenario(devices, samples, args.data)
-        result = run(scenario)
+        result = run(scenario, device=device, max_rows=rows)
         n = result.summary["samples"]
         rate = n / result.extra["loop_s"]
         ex = result.extra["executor"]
         mean_batch = max(1, round(ex["rows"] / ex["forward_passes"]))
-        limit = forward_limit(n, mean_batch)
+        limit = forward_limit(n, mean_batch, device)
         naive_cell = ratio_cell = "-"
         if devices in args.naive:
-            naive = run(scenario, executor="naive")
+            naive = run(scenario, executor="naive", device=device)
             naive_rate = n / naive.extra["loop_s"]
             naive_cell, ratio_cell = f"{naive_rate:,.0f}", f"{rate / naive_rate:.1f}x"
         print(
@@ -282,6 +301,8 @@ def main() -> None:
     parser.add_argument("--plot", default=str(ROOT / "benchmarks" / "figures" / "speed_growth.png"))
     parser.add_argument("--out", default="/tmp/fleetsim-profile-run")
     parser.add_argument("--top", type=int, default=0, help="also print the top-N cProfile rows")
+    parser.add_argument("--device", default="cpu", help="throughput: cpu, cuda, cuda:N")
+    parser.add_argument("--max-rows", type=int, default=None, help="throughput: rows per pass")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.what == "_child":

@@ -25,6 +25,7 @@ from policies.routing import ROUTING_POLICIES, OffloadConfig
 from policies.selection import SELECTION_POLICIES
 from policies.upload import UPLOAD_POLICIES, UploadPolicy
 from simulator.adaptation import ADAPTERS
+from simulator.compute import describe_device, resolve_device
 from simulator.config import Scenario, dump_scenario
 from simulator.data.cache import CorruptionCache, default_cache_root
 from simulator.data.corruptions import corrupt
@@ -137,13 +138,20 @@ def run_scenario(
     scenario: Scenario,
     progress: ProgressCallback | None = None,
     executor: ExecutorKind = "batched",
+    device: str | torch.device = "cpu",
+    max_rows: int | None = None,
 ) -> RunResult:
     """Simulate the whole fleet and return its events and summary.
 
     ``executor`` picks how edge inference runs (see :mod:`simulator.fleet.executor`): ``batched``
     (the fleet's pending batches in one forward pass), ``serial`` (one batch per pass, the same
     numbers) or ``naive`` (per-device state loading, equal to float tolerance). A speed choice.
+    ``device`` (cpu | cuda | cuda:N | auto, see :mod:`simulator.compute`) is where the edge
+    passes, the cloud adapter and the foundation model compute; another speed choice, equal to the
+    CPU's numbers to float rounding. ``max_rows`` caps the rows of one batched edge pass (default
+    per device type, :data:`~simulator.fleet.executor.DEFAULT_MAX_ROWS`); it changes no number.
     """
+    compute = resolve_device(device)  # before any work: a device the machine lacks fails first
     wall_start = time.perf_counter()
     seed = scenario.seed
     torch.manual_seed(seed)
@@ -178,10 +186,10 @@ def run_scenario(
             num_classes=num_classes,
             checkpoint=scenario.cloud.teacher_checkpoint,
             pretrained=scenario.cloud.teacher_pretrained,
-        )
+        ).to(compute)
     source_state = get_norm_state(edge_model)
     adapter = adapter_cls(
-        copy.deepcopy(edge_model), teacher, scenario.cloud.params(), num_classes, seed
+        copy.deepcopy(edge_model).to(compute), teacher, scenario.cloud.params(), num_classes, seed
     )
     env = simpy.Environment()
     recorder = EventRecorder()
@@ -192,6 +200,8 @@ def run_scenario(
         kind=executor,
         batch_statistics=adapter.edge_norm == "batch",
         load=loader.many,  # type: ignore[arg-type]
+        device=compute,
+        max_rows=max_rows,
     )
     policy_cls = UPLOAD_POLICIES.get(scenario.policy.name)
     edge = scenario.edge
@@ -248,7 +258,7 @@ def run_scenario(
         assert isinstance(routing, OffloadConfig)
         foundation = FoundationServer(
             env,
-            _foundation_model(scenario, teacher, num_classes),
+            _foundation_model(scenario, teacher, num_classes).to(compute),
             workers=routing.cloud_workers,
             ms_per_request=routing.cloud_ms_per_request,
             ms_per_sample=routing.cloud_ms_per_sample,
@@ -304,6 +314,7 @@ def run_scenario(
         cloud_busy_s=cloud.busy_s,
         cloud_utilization=cloud.busy_s / (scenario.cloud.workers * env.now) if env.now else 0.0,
         routing=scenario.routing.name,
+        compute_device=describe_device(compute),
         wall_time_s=time.perf_counter() - wall_start,
     )
     for row in summary["per_device"]:
@@ -322,6 +333,7 @@ def run_scenario(
     extra = {
         "executor": {
             "kind": executor,
+            "max_rows": runtime.max_rows,
             "forward_passes": runtime.forward_passes,
             "rows": runtime.rows_run,
         },
@@ -439,7 +451,12 @@ def _selectors(
         else:
             model = create_model(name, num_classes=num_classes)
             member_runtime = FleetExecutor(
-                model, kind=executor, batch_statistics=runtime.batch_statistics, load=runtime.load
+                model,
+                kind=executor,
+                batch_statistics=runtime.batch_statistics,
+                load=runtime.load,
+                device=runtime.device,
+                max_rows=runtime.max_rows,
             )
         macs = count_macs(model, input_shape) if edge.profile is not None else 0
         members[name] = (member_runtime, get_norm_state(model), macs)

@@ -262,6 +262,7 @@ def execute_run(
     out_dir: str,
     info: dict[str, Any],
     threads: int | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Run one resolved scenario into ``out_dir`` atomically; never raises for a failing run.
 
@@ -278,7 +279,7 @@ def execute_run(
     started = time.perf_counter()
     target = Path(out_dir)
     try:
-        result = run_scenario(scenario_from_dict(resolved))
+        result = run_scenario(scenario_from_dict(resolved), device=device)
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.run-", dir=target.parent))
         try:
             write_run(result, staging / "run")
@@ -315,10 +316,12 @@ def _initialise_worker() -> None:
 Task = tuple[str, dict[str, Any], str, dict[str, Any]]  # (name, resolved, out_dir, info)
 
 
-def _local_results(tasks: list[Task], jobs: int) -> Iterator[tuple[str, dict[str, Any]]]:
+def _local_results(
+    tasks: list[Task], jobs: int, device: str = "cpu"
+) -> Iterator[tuple[str, dict[str, Any]]]:
     if jobs <= 1:
         for name, resolved, out_dir, info in tasks:
-            yield name, execute_run(resolved, out_dir, info)
+            yield name, execute_run(resolved, out_dir, info, device=device)
         return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -330,7 +333,7 @@ def _local_results(tasks: list[Task], jobs: int) -> Iterator[tuple[str, dict[str
     )
     interrupted = False
     try:
-        futures = {pool.submit(execute_run, r, o, i): n for n, r, o, i in tasks}
+        futures = {pool.submit(execute_run, r, o, i, None, device): n for n, r, o, i in tasks}
         for future in as_completed(futures):
             yield futures[future], _outcome(future)
     except BaseException:  # Ctrl-C or the consumer stopped: stop the workers now
@@ -356,7 +359,7 @@ def _outcome(future: Any) -> dict[str, Any]:
 
 
 def _dask_results(
-    tasks: list[Task], jobs: int, scheduler: str | None, processes: bool
+    tasks: list[Task], jobs: int, scheduler: str | None, processes: bool, device: str = "cpu"
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     try:
         from dask.distributed import Client, LocalCluster, as_completed
@@ -385,7 +388,7 @@ def _dask_results(
             client = stack.enter_context(Client(cluster))
         threads = 1 if jobs > 1 or scheduler else None
         futures = {
-            client.submit(execute_run, r, o, i, threads, key=f"fleetsim-{n}", pure=False): n
+            client.submit(execute_run, r, o, i, threads, device, key=f"fleetsim-{n}", pure=False): n
             for n, r, o, i in tasks
         }
         try:
@@ -440,15 +443,22 @@ def run_sweep(
     dask_processes: bool = True,
     progress: bool = False,
     on_result: ProgressHook | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Run every planned run not already finished into ``out/<run name>``; returns the manifest.
 
     Finished runs with the same config hash are skipped; failed ones are run again. The manifest
     (``out/sweep.json``) is rewritten after every run, so an interrupted sweep still says where it
-    stood; Ctrl-C stops the workers and marks unfinished runs ``interrupted``.
+    stood; Ctrl-C stops the workers and marks unfinished runs ``interrupted``. ``device`` is where
+    every run computes (:mod:`simulator.compute`); a device this machine lacks raises
+    ``ValueError`` before any run starts (with a remote ``scheduler``, each worker checks its own).
     """
     if executor not in ("local", "dask"):
         raise ValueError(f"unknown executor {executor!r}; allowed: local, dask")
+    if scheduler is None:  # the runs compute on this machine: check it has the device now
+        from simulator.compute import resolve_device
+
+        resolve_device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out)
@@ -475,6 +485,7 @@ def run_sweep(
         "sweep": plan.spec.as_dict(),
         "executor": executor,
         "scheduler": scheduler,
+        "device": device,
         "jobs": jobs,
         "started": _now(),
         "finished": None,
@@ -492,10 +503,10 @@ def run_sweep(
     save()
     if executor == "dask":
         results: Iterable[tuple[str, dict[str, Any]]] = _dask_results(
-            tasks, jobs, scheduler, dask_processes
+            tasks, jobs, scheduler, dask_processes, device
         )
     else:
-        results = _local_results(tasks, jobs)
+        results = _local_results(tasks, jobs, device)
     with _progress_bar(progress, len(plan.runs), len(plan.runs) - len(tasks)) as advance:
         try:
             for name, outcome in results:

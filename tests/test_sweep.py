@@ -19,7 +19,7 @@ from simulator.sweep import SweepSpec, expand, parse_values, plan_sweep, run_nam
 from tests.conftest import tiny_scenario_dict
 
 
-def fake_run_scenario(scenario, progress=None) -> RunResult:
+def fake_run_scenario(scenario, progress=None, device="cpu") -> RunResult:
     """A stand-in for the engine: seeded events and a summary computed from them, in milliseconds."""
     uplink = float(np.mean(scenario.network.uplink_mbps))
     policy = scenario.policy.name
@@ -159,7 +159,7 @@ def test_failing_run_is_recorded_and_the_others_finish_then_resume_retries_only_
 ):
     calls: list[tuple[str, int]] = []
 
-    def flaky(scenario, progress=None):
+    def flaky(scenario, progress=None, device="cpu"):
         calls.append((scenario.policy.name, scenario.seed))
         if scenario.policy.name == "all" and scenario.seed == 1:
             raise RuntimeError("link exploded")
@@ -196,9 +196,9 @@ def test_failing_run_is_recorded_and_the_others_finish_then_resume_retries_only_
 
 
 def _counting(function, calls):
-    def wrapper(resolved, out_dir, info, threads=None):
+    def wrapper(resolved, out_dir, info, threads=None, device="cpu"):
         calls.append(Path(out_dir).name)
-        return function(resolved, out_dir, info, threads)
+        return function(resolved, out_dir, info, threads, device)
 
     return wrapper
 
@@ -213,7 +213,7 @@ def test_changed_config_is_not_skipped(tmp_path, fake_engine):
 
 
 def test_ctrl_c_leaves_no_half_written_run_folder(tmp_path, monkeypatch):
-    def interrupted(scenario, progress=None):
+    def interrupted(scenario, progress=None, device="cpu"):
         if scenario.seed == 1:
             raise KeyboardInterrupt
         return fake_run_scenario(scenario)

@@ -1,10 +1,11 @@
 """Cloud adapters: the learning algorithm the cloud runs on uploaded samples.
 
 An adapter knows nothing of SimPy or time: the cloud process hands it the uploads of one edge
-batch (``observe``), then downloads ``norm_state(scope)`` to the devices of that scope. The adapter
-owns all scopes (a device id for per-device adaptation, ``0`` for one state shared by the fleet) and
-keeps per scope only the edge normalization state, its optimizer momentum, a replay buffer and a
-generator, never a model copy.
+batch (``observe``), then downloads ``norm_state(scope)`` (CPU tensors, on whatever device the
+adapter's models compute) to the devices of that scope. The adapter owns all scopes (a device id
+for per-device adaptation, ``0`` for one state shared by the fleet) and keeps per scope only the
+edge normalization state, its optimizer momentum, a replay buffer and a generator, never a model
+copy.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "EdgeNorm",
     "ScopedAdapter",
     "cloud_layout",
+    "cpu_copy",
 ]
 
 
@@ -39,6 +41,11 @@ def cloud_layout(images: torch.Tensor) -> torch.Tensor:
     other shape is returned as is.
     """
     return images.contiguous(memory_format=torch.channels_last) if images.ndim == 4 else images
+
+
+def cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A download's tensors: copies on the CPU, whatever device the cloud's models compute on."""
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}
 
 
 @dataclass(frozen=True)
@@ -112,7 +119,7 @@ class ScopedAdapter(CloudAdapter):
     def norm_state(self, scope: Hashable) -> dict[str, torch.Tensor]:
         """The BN affine + running statistics of ``scope`` (the source state before updates)."""
         state = self._scopes[scope].norm if scope in self._scopes else self._source_state
-        return {name: tensor.clone() for name, tensor in state.items()}
+        return cpu_copy(state)
 
     def version(self, scope: Hashable) -> int:
         """Edge optimisation steps taken for ``scope``."""

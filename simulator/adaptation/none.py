@@ -8,7 +8,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from simulator.adaptation import ADAPTERS
-from simulator.adaptation.base import AdaptStats, CloudAdapter
+from simulator.adaptation.base import AdaptStats, CloudAdapter, cpu_copy
 
 
 @ADAPTERS.register("none")
@@ -27,7 +27,7 @@ class SourceAdapter(CloudAdapter):
 
     def norm_state(self, scope: Hashable) -> dict[str, torch.Tensor]:
         """The source model's normalization state."""
-        return {name: tensor.clone() for name, tensor in self._source_state.items()}
+        return cpu_copy(self._source_state)
 
     def version(self, scope: Hashable) -> int:
         """Always 0: the source state is never updated."""

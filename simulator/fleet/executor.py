@@ -22,11 +22,17 @@ avoided by padding tiny passes to four rows (copies, discarded).
 Memory per device is its normalization vectors (a flat ``scale``/``shift`` table, rebuilt only when
 the device's state object changes), never a model copy.
 
+On an accelerator (``device="cuda"``, see :mod:`simulator.compute`) the executor keeps its own copy
+of the model and the state tables there, sends each pass's images as uint8, and returns outputs on
+the CPU. Bit-exactness between passes of different sizes is a property of the CPU kernels measured
+here; on a GPU, batched and serial agree to float tolerance (kernels may be chosen per batch size).
+
 Three executors, chosen per run (``fleetsim run --executor``):
 
 * ``batched`` (default): all pending requests of the fleet, in passes of up to ``max_rows`` rows
-  (128 by default: on the 2-core x86 machine of benchmarks/speed.md, ResNet-20 at 32x32 runs
-  fastest per image at 64-128 rows and slows down beyond, 1,400 vs 600 images/s at 64 vs 1,024);
+  (on the CPU 128 by default: on the 2-core x86 machine of benchmarks/speed.md, ResNet-20 at 32x32
+  runs fastest per image at 64-128 rows and slows down beyond, 1,400 vs 600 images/s at 64 vs
+  1,024; see ``DEFAULT_MAX_ROWS`` for a GPU);
 * ``serial``: the same row-wise kernels, one request per pass (the exactness reference);
 * ``naive``: the per-device loop a straightforward simulator would run: load the device's state
   into the model's BN layers, run its batch alone (eval-mode BN arithmetic, so logits agree with
@@ -50,8 +56,13 @@ from simulator.models.norm import norm_layers, set_norm_state, use_batch_statist
 
 ExecutorKind = Literal["batched", "serial", "naive"]
 EXECUTORS: tuple[str, ...] = ("batched", "serial", "naive")
+#: Rows per forward pass when ``max_rows`` is not given, per device type. CPU: measured (module
+#: docstring). GPU: a GPU's images/s keep rising far beyond a fleet's pending rows, so passes take
+#: everything pending up to 4,096 rows; not yet measured on a GPU (benchmarks/gpu_check.py does).
+DEFAULT_MAX_ROWS: dict[str, int] = {"cpu": 128, "cuda": 4096}
 
 __all__ = [
+    "DEFAULT_MAX_ROWS",
     "EXECUTORS",
     "EdgeOutput",
     "ExecutorKind",
@@ -169,21 +180,28 @@ class FleetExecutor:
         *,
         kind: ExecutorKind = "batched",
         batch_statistics: bool = False,
-        max_rows: int = 128,
+        max_rows: int | None = None,
         channels_last: bool = True,
         load: Callable[[Sequence[object]], list[torch.Tensor]] | None = None,
+        device: torch.device | str = "cpu",
     ):
         if kind not in EXECUTORS:
             raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}; got {kind!r}")
+        self.device = torch.device(device)
+        if max_rows is None:
+            max_rows = DEFAULT_MAX_ROWS.get(self.device.type, DEFAULT_MAX_ROWS["cuda"])
         if max_rows < 2:
             raise ValueError(f"max_rows must be >= 2, got {max_rows}")
         self.kind, self.batch_statistics, self.max_rows = kind, batch_statistics, max_rows
         self.load = load
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if self.device.type != "cpu":  # the caller's model stays where it is
+            model = copy.deepcopy(model).to(self.device)
         self.model = model.eval()
         self.model.requires_grad_(False)
         self._loaded: object = None  # the state dict last copied into ``self.model`` (naive)
         self._pending: list[_Request] = []
+        # per device key: (the state object, its table on ``self.device``)
         self._tables: dict[Hashable, tuple[Mapping[str, torch.Tensor], torch.Tensor]] = {}
         self.forward_passes = 0
         self.rows_run = 0
@@ -233,13 +251,15 @@ class FleetExecutor:
                 scale = w * torch.rsqrt(state[f"{name}.running_var"].float() + row.eps)
                 table[0, o : o + c] = scale
                 table[1, o : o + c] = b - state[f"{name}.running_mean"].float() * scale
+        table = table.to(self.device)
         self._tables[key] = (state, table)
         return table
 
     def _forward_rows(self, requests: list[_Request]) -> None:
         images = [r.images for r in requests]
         sizes = [len(x) for x in images]  # type: ignore[arg-type]
-        x = torch.cat(images).float().div_(255.0)  # type: ignore[arg-type]
+        # uint8 to the device (4x fewer bytes than float), then the same float ops there
+        x = torch.cat(images).to(self.device).float().div_(255.0)  # type: ignore[arg-type]
         real = len(x)
         pad = max(
             0, MIN_EXACT_ROWS - real
@@ -251,7 +271,7 @@ class FleetExecutor:
         owner = torch.repeat_interleave(torch.arange(len(requests)), torch.tensor(sizes))
         if pad:
             owner = torch.cat([owner, owner[:1].expand(pad)])
-        rows = tables.index_select(0, owner)  # (B, 2, W)
+        rows = tables.index_select(0, owner.to(self.device))  # (B, 2, W)
         groups = None
         if self.batch_statistics:
             bounds = torch.tensor([0, *sizes]).cumsum(0).tolist()
@@ -265,8 +285,8 @@ class FleetExecutor:
             else:
                 norm.weight, norm.bias, norm.groups = view[:, 0], view[:, 1], groups
         with torch.inference_mode():
-            logits = self.row_model(x)
-        out = _outputs(logits[:real])  # row-wise ops: the same per row in any batch
+            logits = self.row_model(x)[:real].cpu()  # results live on the CPU
+        out = _outputs(logits)  # row-wise ops: the same per row in any batch
         self.forward_passes += 1
         self.rows_run += real
         fields = (out.probs, out.entropy, out.prediction, out.logits)
@@ -278,7 +298,7 @@ class FleetExecutor:
         if request.state is not self._loaded:
             set_norm_state(self.model, request.state)
             self._loaded = request.state
-        x = request.images.float().div_(255.0)  # type: ignore[union-attr]
+        x = request.images.to(self.device).float().div_(255.0)  # type: ignore[union-attr]
         with torch.inference_mode():
             if self.batch_statistics:
                 with use_batch_statistics(self.model):
@@ -287,7 +307,7 @@ class FleetExecutor:
                 logits = self.model(x)
         self.forward_passes += 1
         self.rows_run += len(x)
-        request.ticket._output = _outputs(logits)
+        request.ticket._output = _outputs(logits.cpu())
 
     # -- requests ------------------------------------------------------------------------------
     def submit(

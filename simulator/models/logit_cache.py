@@ -45,11 +45,16 @@ def default_logit_root() -> Path:
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """Hex digest of every parameter and buffer (names, shapes, dtypes, memory layout, values).
+    """Hex digest of every parameter and buffer (names, shapes, dtypes, memory layout, values),
+    and of the device type when it is not the CPU.
 
-    The layout counts because channels-last and contiguous convolutions round differently.
+    The layout and the device count because they change how convolutions round: logits computed
+    on a GPU are never served to a CPU run, or the other way round.
     """
     digest = hashlib.blake2b(digest_size=16)
+    devices = {t.device.type for t in model.state_dict().values()} - {"cpu"}
+    if devices:  # CPU fingerprints stay what they were before GPUs were supported
+        digest.update(f"device:{','.join(sorted(devices))};".encode())
     for name, tensor in sorted(model.state_dict().items()):
         channels_last = tensor.ndim == 4 and tensor.is_contiguous(memory_format=torch.channels_last)
         t = tensor.detach().cpu().contiguous()
