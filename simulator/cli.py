@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -52,6 +52,17 @@ DeviceOption = Annotated[
 ]
 
 
+def _fail(message: object) -> NoReturn:
+    """Print ``error: MESSAGE`` to stderr and exit with code 2 (bad input; nothing written).
+
+    The message is printed verbatim: brackets in it (``[acid_rain]``, ``list[str]``, a path) are
+    text, never Rich markup, which would swallow them or fail on a stray ``[/x]``.
+    """
+    errors.print("[bold red]error:[/]", end=" ")
+    errors.print(str(message), highlight=False, markup=False)
+    raise typer.Exit(2)
+
+
 def _device(spec: str):
     """The checked torch device for --device, or exit 2 saying what is wrong."""
     from simulator.compute import resolve_device
@@ -59,21 +70,16 @@ def _device(spec: str):
     try:
         return resolve_device(spec)
     except ValueError as exc:
-        errors.print(f"[bold red]error:[/] --{exc}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(f"--{exc}")
 
 
 def _load(path: Path, overrides: list[str] | None):
-    from simulator.config import ScenarioError, load_scenario
+    from simulator.config import load_scenario
 
     try:
         return load_scenario(path, overrides or [])
-    except ScenarioError as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
-        raise typer.Exit(2) from None
-    except ValueError as exc:  # e.g. a model lookup that failed while validating
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    except ValueError as exc:  # a ScenarioError, or a model lookup that failed while validating
+        _fail(exc)
 
 
 @app.command()
@@ -131,7 +137,6 @@ def run(
     Every scenario key can be overridden with --set; `fleetsim validate SCENARIO --show` lists them all with the values in force. Plugin parameters sit under the plugin's name, e.g. --set policy.random.p=0.2 or --set cloud.cema.lr_edge=1e-3. Same scenario and seed, same numbers. Invalid input exits with code 2 and writes nothing.
     """
     import torch
-    from rich.markup import escape
 
     from simulator.data.datasets import DatasetError
     from simulator.engine import run_scenario, write_run
@@ -139,11 +144,7 @@ def run(
     from simulator.models.zoo import ModelError
 
     if executor not in EXECUTORS:
-        errors.print(
-            f"[bold red]error:[/] --executor: {executor!r} is not one of {', '.join(EXECUTORS)}",
-            highlight=False,
-        )
-        raise typer.Exit(2)
+        _fail(f"--executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
     compute = _device(device)
     resolved = _load(scenario, overrides)
     if threads:
@@ -171,8 +172,7 @@ def run(
                 max_rows=max_rows,
             )
         except (DatasetError, ModelError) as exc:  # data or weights missing: say where to put them
-            errors.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
-            raise typer.Exit(2) from None
+            _fail(exc)
     write_run(result, out_dir)
     _print_summary(result.summary, out_dir)
 
@@ -403,8 +403,7 @@ def zoo_quantize(
             GDFQConfig(seed=seed, threads=threads), **{k: v for k, v in changes.items() if v >= 0}
         )
     except (ModelError, ValueError) as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
-        raise typer.Exit(2) from None
+        _fail(exc)
     _, report = build_quantized(
         model, bits, method, out, config=config, generator_path=generator, progress=True
     )
@@ -487,8 +486,7 @@ def zoo_family(
             command=command,
         )
     except ValueError as exc:  # an unknown model, missing weights (ModelError), a bad family
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(exc)
     target = out or family_dir() / f"{name}.json"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(family.to_json())
@@ -569,9 +567,7 @@ def sweep(
         )
         plan = plan_sweep(scenario, overrides, spec)
     except ScenarioError as exc:
-        errors.print("[bold red]error:[/]", end=" ")
-        errors.print(str(exc), highlight=False, markup=False)
-        raise typer.Exit(2) from None
+        _fail(exc)
     if scheduler is None:  # the runs compute here (a remote scheduler's workers check their own)
         _device(device)
     out_dir = out or Path("runs") / f"{plan.runs[0].resolved['name']}-sweep"
@@ -587,8 +583,7 @@ def sweep(
             device=device,
         )
     except RuntimeError as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(exc)
     except KeyboardInterrupt:
         errors.print(f"interrupted; run the same command again to resume ({out_dir}/sweep.json)")
         raise typer.Exit(130) from None
@@ -631,8 +626,7 @@ def plot(
     try:
         paths = draw(runs_dir, kind.value, out or runs_dir / "figures", x=x, metric=metric)
     except (FileNotFoundError, ValueError, KeyError) as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(exc)
     for path in paths:
         console.print(f"wrote {path}")
 
@@ -650,8 +644,7 @@ def report(
     try:
         paths = build_report(runs_dir, out or runs_dir / "report")
     except (FileNotFoundError, ValueError) as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(exc)
     for path in paths:
         console.print(f"wrote {path}")
 
@@ -675,11 +668,7 @@ def _labels(items: list[str] | None) -> dict[str, str]:
     for item in items or []:
         key, sep, name = item.partition("=")
         if not sep or not key.strip() or not name.strip():
-            errors.print(
-                f"[bold red]error:[/] --label {item!r}: expected KEY=NAME, e.g. cema/cema=CEMA",
-                highlight=False,
-            )
-            raise typer.Exit(2)
+            _fail(f"--label {item!r}: expected KEY=NAME, e.g. cema/cema=CEMA")
         labels[key.strip()] = name.strip()
     return labels
 
@@ -752,8 +741,7 @@ def table(
         )
         paths = tta.write_table(text, out)
     except (FileNotFoundError, ValueError) as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(exc)
     console.print(paths[0].read_text(), highlight=False, markup=False, soft_wrap=True)
     for path in paths:
         console.print(f"wrote {path}")
@@ -790,8 +778,7 @@ def match_budget(
     try:
         found = matched_random_p(runs, match=match.value, method=method)  # type: ignore[arg-type]
     except (FileNotFoundError, ValueError) as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(exc)
     zipped = found.zip_args() if found.per_domain else []
     if json_:
         record = {
@@ -876,8 +863,7 @@ def compare(
             baseline=baseline or None,
         )
     except (FileNotFoundError, ValueError) as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(exc)
     if json_:
         console.print_json(json.dumps([r.as_dict() for r in results]))
         return
@@ -915,18 +901,10 @@ def _corruption_grid(
     names = [n.strip() for item in corruptions or [] for n in item.split(",") if n.strip()]
     for name in names:
         if name not in allowed:
-            errors.print(
-                f"[bold red]error:[/] unknown corruption {name!r}; allowed: {', '.join(allowed)}",
-                highlight=False,
-            )
-            raise typer.Exit(2)
+            _fail(f"unknown corruption {name!r}; allowed: {', '.join(allowed)}")
     bad = [s for s in severities or [] if not 1 <= s <= 5]
     if bad:
-        errors.print(
-            f"[bold red]error:[/] severity must be 1-5 (allowed 1, 2, 3, 4, 5), got {bad[0]}",
-            highlight=False,
-        )
-        raise typer.Exit(2)
+        _fail(f"severity must be 1-5 (allowed 1, 2, 3, 4, 5), got {bad[0]}")
     return names or allowed, sorted(set(severities or [1, 2, 3, 4, 5]))
 
 
@@ -937,8 +915,7 @@ def _dataset(name: str, split: str, root: Path | None, variant: str, seed: int, 
     try:
         return create_dataset(name, split=split, root=root, variant=variant, seed=seed, size=size)
     except (UnknownNameError, ValueError, DatasetError) as exc:
-        errors.print(f"[bold red]error:[/] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        _fail(exc)
 
 
 @data_app.command("corrupt")
@@ -1010,10 +987,7 @@ def data_preview(
     from simulator.data.preview import preview_figure
 
     if size_px not in (32, 224):
-        errors.print(
-            f"[bold red]error:[/] --size-px must be 32 or 224, got {size_px}", highlight=False
-        )
-        raise typer.Exit(2)
+        _fail(f"--size-px must be 32 or 224, got {size_px}")
     names, levels = _corruption_grid(corruptions, severities)
     clean = _dataset(dataset, split, root, variant, seed, images)
     figure = preview_figure(clean.images, names, levels, size_px=size_px, seed=seed)

@@ -117,3 +117,14 @@ def test_quickstart_scenario_is_valid():
 
 def test_tiny_dict_helper_matches_yaml(tiny_yaml):
     assert yaml.safe_load(tiny_yaml.read_text()) == tiny_scenario_dict()
+
+
+@pytest.mark.parametrize("name", ["runs[v2]", "a[/x]b", "list[str]"])
+def test_error_messages_keep_brackets_verbatim(tmp_path: Path, name: str):
+    # Rich markup would swallow "[v2]" and fail outright on a stray closing tag like "[/x]"
+    missing = tmp_path / name
+    result = runner.invoke(app, ["report", str(missing)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "MarkupError" not in result.output
+    assert f"error: no such folder: {missing}" in " ".join(result.output.split())
+    assert not missing.exists()  # nothing created for a report that could not be made
