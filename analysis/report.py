@@ -8,6 +8,9 @@ order, first seed).
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -83,28 +86,40 @@ def draw(
 
 
 def build_report(runs_dir: str | Path, out: str | Path) -> list[Path]:
-    """Every figure that the runs support, and the run and aggregate tables (Markdown + LaTeX)."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Every figure that the runs support, and the run and aggregate tables (Markdown + LaTeX).
+
+    All or nothing: missing or empty ``runs_dir`` fails before anything is created, and the files
+    are written into a staging folder beside ``out`` first, so a figure that fails halfway leaves
+    ``out`` as it was. Files of ``out`` that the report does not write are left alone.
+    """
     runs = load_runs(runs_dir)
-    written: list[Path] = []
-    kinds = ["pareto", "timeline", "devices", "cloud"]
-    if plots._other_swept(runs, HUE):
-        kinds.insert(1, "sweep")
-    for kind in kinds:
-        metrics = ["accuracy", "upload_bytes"] if kind == "sweep" else ["accuracy"]
-        for metric in metrics:
-            written += draw(runs_dir, kind, out, metric=metric)
-    for stem, table, caption in (
-        ("runs", tables.runs_table(runs), "Every run; numbers as in summary.json."),
-        (
-            "aggregate",
-            tables.aggregate_table(runs),
-            "Mean and 95% t-interval over seeds per sweep point.",
-        ),
-    ):
-        md, tex = out / f"{stem}.md", out / f"{stem}.tex"
-        md.write_text(tables.to_markdown(table))
-        tex.write_text(tables.to_latex(table, caption=caption, label=f"tab:{stem}"))
-        written += [md, tex]
-    return written
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        written: list[Path] = []
+        kinds = ["pareto", "timeline", "devices", "cloud"]
+        if plots._other_swept(runs, HUE):
+            kinds.insert(1, "sweep")
+        for kind in kinds:
+            metrics = ["accuracy", "upload_bytes"] if kind == "sweep" else ["accuracy"]
+            for metric in metrics:
+                written += draw(runs_dir, kind, staging, metric=metric)
+        for stem, table, caption in (
+            ("runs", tables.runs_table(runs), "Every run; numbers as in summary.json."),
+            (
+                "aggregate",
+                tables.aggregate_table(runs),
+                "Mean and 95% t-interval over seeds per sweep point.",
+            ),
+        ):
+            md, tex = staging / f"{stem}.md", staging / f"{stem}.tex"
+            md.write_text(tables.to_markdown(table))
+            tex.write_text(tables.to_latex(table, caption=caption, label=f"tab:{stem}"))
+            written += [md, tex]
+        out.mkdir(exist_ok=True)
+        for path in written:
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out / path.name for path in written]

@@ -151,6 +151,29 @@ def test_report_writes_every_figure_as_pdf_and_png_and_both_tables(sweep_dir, tm
     assert {"runs.md", "runs.tex", "aggregate.md", "aggregate.tex"} <= names
 
 
+def test_a_failing_report_leaves_its_folder_as_it_was(sweep_dir, tmp_path, monkeypatch):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    calls = []
+
+    def cloud_fails(runs_dir, kind, out_dir, x=None, metric="accuracy"):
+        calls.append(kind)
+        if kind == "cloud":  # the last figure: the others are written by then
+            raise ValueError("cloud figure failed")
+        return real_draw(runs_dir, kind, out_dir, x=x, metric=metric)
+
+    import analysis.report as report
+
+    real_draw = report.draw
+    monkeypatch.setattr(report, "draw", cloud_fails)
+    result = CliRunner().invoke(app, ["report", str(sweep_dir), "--out", str(out)])
+    assert result.exit_code == 2 and "cloud figure failed" in result.output
+    assert "pareto" in calls  # figures were drawn before the failure, into the staging folder
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no staging folder left
+
+
 def test_plot_command_rejects_an_unknown_folder(tmp_path):
     result = CliRunner().invoke(app, ["plot", str(tmp_path / "nothing"), "--kind", "pareto"])
     assert result.exit_code == 2
