@@ -9,6 +9,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -94,7 +95,7 @@ def validate(
     resolved = _load(scenario, overrides)
     if show:
         console.print(dump_scenario(resolved), highlight=False, markup=False)
-    console.print(f"[green]valid[/]: {scenario}")
+    console.print(f"[green]valid[/]: {escape(str(scenario))}")
 
 
 @app.command()
@@ -232,7 +233,7 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
     console.print(domains)
     if "model_switches" in summary:
         _print_selection(summary)
-    console.print(f"results: {out_dir}/summary.json, events.parquet, config.yaml")
+    console.print(f"results: {escape(str(out_dir))}/summary.json, events.parquet, config.yaml")
 
 
 def _print_selection(summary: dict) -> None:
@@ -571,7 +572,7 @@ def sweep(
     if scheduler is None:  # the runs compute here (a remote scheduler's workers check their own)
         _device(device)
     out_dir = out or Path("runs") / f"{plan.runs[0].resolved['name']}-sweep"
-    console.print(f"sweep of {len(plan.runs)} runs -> {out_dir}")
+    console.print(f"sweep of {len(plan.runs)} runs -> {escape(str(out_dir))}")
     try:
         manifest = run_sweep(
             plan,
@@ -585,16 +586,20 @@ def sweep(
     except RuntimeError as exc:
         _fail(exc)
     except KeyboardInterrupt:
-        errors.print(f"interrupted; run the same command again to resume ({out_dir}/sweep.json)")
+        errors.print(
+            f"interrupted; run the same command again to resume ({escape(str(out_dir))}/sweep.json)"
+        )
         raise typer.Exit(130) from None
     counts = manifest["counts"]
     console.print(
         ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-        + f" -> {out_dir}/sweep.json"
+        + f" -> {escape(str(out_dir))}/sweep.json"
     )
     for entry in manifest["runs"]:
         if entry["status"] == "failed":
-            errors.print(f"[red]failed[/] {entry['name']}: {entry['error']}", highlight=False)
+            errors.print(
+                f"[red]failed[/] {escape(entry['name'])}: {escape(entry['error'])}", highlight=False
+            )
     if counts.get("failed"):
         raise typer.Exit(1)
 
@@ -628,7 +633,7 @@ def plot(
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(exc)
     for path in paths:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(str(path))}")
 
 
 @app.command()
@@ -646,7 +651,7 @@ def report(
     except (FileNotFoundError, ValueError) as exc:
         _fail(exc)
     for path in paths:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(str(path))}")
 
 
 TABLE_OUT = Path("table")
@@ -744,7 +749,7 @@ def table(
         _fail(exc)
     console.print(paths[0].read_text(), highlight=False, markup=False, soft_wrap=True)
     for path in paths:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {escape(str(path))}")
 
 
 class BudgetMatch(str, Enum):
@@ -993,7 +998,7 @@ def data_preview(
     figure = preview_figure(clean.images, names, levels, size_px=size_px, seed=seed)
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=100 if size_px == 32 else 160)
-    console.print(f"wrote {out} ({len(names)} corruptions x {len(levels)} severities)")
+    console.print(f"wrote {escape(str(out))} ({len(names)} corruptions x {len(levels)} severities)")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -273,3 +273,17 @@ def test_sweep_command_runs_grid_times_zip_and_a_second_call_skips_everything(
     assert config["network"]["latency_ms"] == 50 and config["policy"]["name"] == "all"
     again = CliRunner().invoke(app, args)
     assert again.exit_code == 0 and "4 skipped" in again.output
+
+
+def test_cli_prints_a_failed_runs_error_verbatim(tmp_path, monkeypatch):
+    def broken(scenario, progress=None, device="cpu"):
+        raise KeyError("corruptions ['acid_rain'] [/x] not found")
+
+    monkeypatch.setattr("simulator.engine.run_scenario", broken)
+    out = tmp_path / "out[1]"
+    path = _write(tmp_path, tiny_scenario_dict())
+    result = CliRunner().invoke(app, ["sweep", str(path), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 1, result.output  # a failed run: exit 1, the manifest says which
+    text = " ".join(result.output.split())
+    assert "failed base: KeyError: \"corruptions ['acid_rain'] [/x] not found\"" in text
+    assert f"-> {out}/sweep.json" in text
