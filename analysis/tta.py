@@ -29,7 +29,7 @@ import json
 import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -128,6 +128,7 @@ class RunRecord:
     params: dict[str, Any]
     summary: dict[str, Any]
     domains: dict[str, DomainResult] = field(default_factory=dict)
+    source: str = ""  # the folder named on the command line that holds the run (grouping key)
 
     @property
     def name(self) -> str:
@@ -147,14 +148,20 @@ def split_domain(domain: str) -> tuple[str, int | None]:
 
 def collect_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     """Run folders of the given run or sweep folders, each once, in the order given."""
-    found: list[Path] = []
+    return list(collect_sources(paths))
+
+
+def collect_sources(paths: Iterable[str | Path]) -> dict[Path, str]:
+    """Each run folder of the given run or sweep folders (once, in the order given) -> the name of
+    the folder given that holds it (the ``source`` grouping key)."""
+    found: dict[Path, str] = {}
     seen: set[Path] = set()
     for path in paths:
         for run_dir in run_dirs(path):
             key = run_dir.resolve()
             if key not in seen:
                 seen.add(key)
-                found.append(run_dir)
+                found[run_dir] = Path(path).resolve().name
     if not found:
         raise FileNotFoundError("no run folders given")
     return found
@@ -249,13 +256,17 @@ def method_label(run: RunRecord) -> str:
 
 
 def key_value(run: RunRecord, key: str, labels: Mapping[str, str] | None = None) -> str:
-    """The value of grouping key ``key`` for a run, as text: ``method`` (label), a swept override,
-    a dotted config path (``network.uplink_mbps``) or a summary scalar. ``labels`` renames values;
-    for ``method`` it matches the ``adapter/policy`` key or the derived label."""
+    """The value of grouping key ``key`` for a run, as text: ``method`` (label), ``source`` (the
+    name of the folder given that holds the run: one row per sweep folder, e.g. variants of one
+    method run into separate folders), a swept override, a dotted config path
+    (``network.uplink_mbps``) or a summary scalar. ``labels`` renames values; for ``method`` it
+    matches the ``adapter/policy`` key or the derived label."""
     labels = labels or {}
     if key == "method":
         derived = method_label(run)
         return labels.get(method_key(run), labels.get(derived, derived))
+    if key == "source":
+        return labels.get(run.source, run.source)
     for source in (run.params, None, run.summary):
         value = _dotted(run.config, key) if source is None else source.get(key)
         if value is not None:
@@ -264,6 +275,10 @@ def key_value(run: RunRecord, key: str, labels: Mapping[str, str] | None = None)
     raise TableError(
         f"{run.path}: no value for grouping key {key!r} (not in run.json, config, summary)"
     )
+
+
+#: Column headers of the grouping keys that are not config paths.
+KEY_HEADERS = {"method": "Method", "source": "Runs"}
 
 
 def _order(label: str) -> int:
@@ -352,7 +367,7 @@ def seed_table(
     by = list(by)
     if not by:
         raise ValueError("need at least one grouping key")
-    runs = [read_run(d) for d in collect_run_dirs(paths)]
+    runs = [replace(read_run(d), source=s) for d, s in collect_sources(paths).items()]
     empty = [r.name for r in runs if not r.domains]
     if empty:
         raise TableError(f"runs without any classified sample: {empty}")
@@ -407,9 +422,14 @@ def seed_table(
             record[metric] = total if complete else np.nan
         records.append(record)
     frame = pd.DataFrame(records)
-    sort_cols = ["_sev", "_order", *by, "seed"]
+    # folders (``source``) keep the order they were given in; other keys sort by value
+    sources = {key_value(run, "source", labels): None for run in runs}
+    sort_cols = ["_sev", "_order", *("_src" if k == "source" else k for k in by), "seed"]
     frame["_sev"] = -frame["severity"].fillna(-1)
-    frame = frame.sort_values(sort_cols, kind="stable").drop(columns=["_sev", "_order"])
+    if "source" in by:
+        frame["_src"] = frame["source"].map({name: i for i, name in enumerate(sources)})
+    helpers = [c for c in ("_sev", "_order", "_src") if c in frame]
+    frame = frame.sort_values(sort_cols, kind="stable").drop(columns=helpers)
     frame = frame.reset_index(drop=True)
     frame.attrs.update(domains=domains, protocol=protocol, bytes_per=bytes_per, by=by)
     return frame
@@ -490,7 +510,7 @@ def tta_table(
     for key, group in per_seed.groupby([*by, "severity"], sort=False, dropna=False):
         row: dict[str, str] = {}
         for k, v in zip(by, key[:-1], strict=True):
-            row["Method" if k == "method" else k] = str(v)
+            row[KEY_HEADERS.get(k, k)] = str(v)
         severity = key[-1]
         row["Sev."] = "–" if pd.isna(severity) else str(int(severity))
         row["Seeds"] = str(len(group))

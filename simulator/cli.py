@@ -687,8 +687,10 @@ def table(
     by: Annotated[
         list[str] | None,
         typer.Option(
-            help="Row key, repeatable: 'method' (from cloud.adapter + policy.name), a swept or "
-            "dotted config key (policy.random.p), or a summary field. Default: method."
+            help="Row key, repeatable: 'method' (from cloud.adapter + policy.name), 'source' (the "
+            "folder given that holds the run: variants run into separate sweep folders get their "
+            "own rows; --label FOLDER=NAME renames), a swept or dotted config key "
+            "(policy.random.p), or a summary field. Default: method."
         ),
     ] = None,
     label: Annotated[

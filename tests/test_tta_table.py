@@ -331,6 +331,40 @@ def test_runs_that_differ_in_an_unlisted_key_are_an_error_until_it_is_a_row_key(
     assert per_seed["network.uplink_mbps"].tolist() == ["1.0", "4.0"]
 
 
+def test_variants_in_separate_folders_get_rows_by_source(tmp_path):
+    # the same method run twice with different thresholds, into two sweep folders
+    for folder, correct in (("strict", 80), ("loose", 70)):
+        for seed in range(2):
+            write_run(
+                tmp_path / folder / f"s{seed}",
+                seed=seed,
+                adapter="cema",
+                policy="cema",
+                domains={"fog": (correct + seed, 20)},
+            )
+    folders = [tmp_path / "strict", tmp_path / "loose"]
+    with pytest.raises(tta.TableError, match="both give 'fog'"):
+        tta.seed_table(folders)
+    per_seed = tta.seed_table(folders, by=["method", "source"], labels={"loose": "e0 0.5"})
+    assert per_seed["source"].tolist() == ["strict", "strict", "e0 0.5", "e0 0.5"]
+    assert per_seed["fog"].tolist() == pytest.approx([20.0, 19.0, 30.0, 29.0])
+    result = CliRunner().invoke(
+        app,
+        [
+            "table",
+            *map(str, folders),
+            "--by",
+            "method",
+            "--by",
+            "source",
+            "--out",
+            str(tmp_path / "t"),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "| Method | Runs |" in result.output and "| CEMA | strict |" in result.output
+
+
 def test_mixed_protocols_and_wrong_protocol_are_errors(tmp_path):
     reset = reset_sweep(tmp_path / "reset")
     continual = continual_runs(tmp_path / "continual")
