@@ -28,6 +28,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -107,11 +108,28 @@ def tiny(samples: int, **changes: object) -> dict:
     )
 
 
-def variants(samples: int, data_root: Path) -> list[tuple[str, dict]]:
+def variants(samples: int, data_root: Path, family: Path) -> list[tuple[str, dict]]:
     cifar = {"name": "cifar10", "root": str(data_root), "variant": "exact_prefix"}
     quantized = {"model": "resnet20-w4a4-minmax", "ms_per_sample": 0.8, "ms_per_batch": 5.0}
     return [
-        ("cema, per-device scopes, frozen teacher (logit cache)", tiny(samples)),
+        (
+            "cema, per-device scopes, frozen teacher (logit cache)",
+            tiny(
+                samples,
+                cloud__cema={
+                    "batch_size": 16,
+                    "adapt_teacher": False,
+                    "teacher_distill_norm": "running",
+                },
+            ),
+        ),
+        (
+            "cema, batch renormalisation (tbr) at the edge and in the teacher",
+            tiny(
+                samples,
+                cloud__cema={"batch_size": 16, "edge_norm": "tbr", "teacher_distill_norm": "tbr"},
+            ),
+        ),
         (
             "cema, shared scope, adapting teacher",
             tiny(
@@ -141,6 +159,21 @@ def variants(samples: int, data_root: Path) -> list[tuple[str, dict]]:
         ),
         ("edgefm offloading", tiny(samples, routing={"name": "edgefm"})),
         (
+            "adaptivenet model selection (two members, two profiles)",
+            tiny(
+                samples,
+                stream__batch_size=16,
+                edge={"model": "synthetic_edge", "profile": ["raspberry_pi4", "jetson_xavier_nx"]},
+                cloud={"adapter": "none"},
+                policy={"name": "none"},
+                selection={
+                    "name": "adaptivenet",
+                    "latency_budget_ms": 80,
+                    "adaptivenet": {"family": str(family), "ewma_alpha": 1.0},
+                },
+            ),
+        ),
+        (
             "4-bit (min-max) edge, ResNet-56 teacher, CIFAR-10",
             tiny(
                 samples,
@@ -154,7 +187,9 @@ def variants(samples: int, data_root: Path) -> list[tuple[str, dict]]:
 
 
 def runs(device: torch.device, samples: int, data_root: Path) -> None:
+    from policies.selection.family import measure_family
     from simulator.config import scenario_from_dict
+    from simulator.data.datasets import make_synthetic
     from simulator.engine import run_scenario
     from simulator.models.gdfq import build_quantized
     from simulator.models.zoo import ModelError, create_model
@@ -163,6 +198,12 @@ def runs(device: torch.device, samples: int, data_root: Path) -> None:
         create_model("resnet20-w4a4-minmax")
     except ModelError:  # built here (seconds: min-max ranges over noise images)
         build_quantized("resnet20", 4, "minmax")
+    data = make_synthetic(64, split="test", seed=1)  # the two synthetic models as a family
+    members = measure_family(
+        ["synthetic_edge", "synthetic_teacher"], data.images, data.labels, name="syn"
+    )
+    family = Path(tempfile.mkdtemp()) / "synthetic_family.json"
+    family.write_text(members.to_json())
     say("## 2. Every path on the device, twice, and on the CPU\n")
     say(
         f"Small scenarios (2 devices x {samples} samples). Repeatable: the two device runs give "
@@ -172,14 +213,14 @@ def runs(device: torch.device, samples: int, data_root: Path) -> None:
         "| scenario | repeatable | accuracy device / cpu | uploads device / cpu | wall s device / cpu |"
     )
     say("|---|---|---:|---:|---:|")
-    for label, data in variants(samples, data_root):
+    for label, data in variants(samples, data_root, family):
         try:
             scenario = scenario_from_dict(copy.deepcopy(data))
             first = run_scenario(scenario, device=device)
             second = run_scenario(scenario, device=device)
             cpu = run_scenario(scenario, device="cpu")
         except Exception as exc:  # one broken path must not hide the others
-            say(f"| {label} | FAILED: {type(exc).__name__}: {exc} | | | |")
+            say(f"| {label} | FAILED: {type(exc).__name__}: {' '.join(str(exc).split())} | | | |")
             FIGURES[f"runs/{label}"] = {"error": f"{type(exc).__name__}: {exc}"}
             continue
 

@@ -129,7 +129,8 @@ def run(
         typer.Option(
             min=2,
             help="Most rows in one batched edge forward pass (default: 128 on the CPU, where "
-            "ResNet-20 runs fastest per image at 64-128 rows; 4,096 on a GPU). Changes no number.",
+            "ResNet-20 runs fastest per image at 64-128 rows; 4,096 on a GPU). Changes no number "
+            "on the CPU; on a GPU, numbers within float rounding.",
         ),
     ] = None,
 ) -> None:

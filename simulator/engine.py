@@ -149,7 +149,8 @@ def run_scenario(
     ``device`` (cpu | cuda | cuda:N | auto, see :mod:`simulator.compute`) is where the edge
     passes, the cloud adapter and the foundation model compute; another speed choice, equal to the
     CPU's numbers to float rounding. ``max_rows`` caps the rows of one batched edge pass (default
-    per device type, :data:`~simulator.fleet.executor.DEFAULT_MAX_ROWS`); it changes no number.
+    per device type, :data:`~simulator.fleet.executor.DEFAULT_MAX_ROWS`); it changes no number on
+    the CPU, and on a GPU moves them within float rounding (kernels may be chosen by pass size).
     """
     compute = resolve_device(device)  # before any work: a device the machine lacks fails first
     wall_start = time.perf_counter()

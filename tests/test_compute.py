@@ -133,3 +133,21 @@ def test_sweep_manifest_records_the_device(tmp_path: Path, tiny_yaml: Path, no_g
     assert manifest["device"] == "cpu" and manifest["counts"] == {"finished": 1}
     run = next(p for p in out.iterdir() if p.is_dir())
     assert json.loads((run / "summary.json").read_text())["compute_device"] == "cpu"
+
+
+def test_a_download_copied_in_one_transfer_keeps_every_tensor_whole_and_independent():
+    from simulator.adaptation.base import cpu_copy, one_transfer
+
+    state = {
+        "bn.weight": torch.arange(3.0),
+        "bn.running_var": torch.full((2, 2), 7.0),
+        "fc.bias": torch.tensor([-1.5]),
+    }
+    copies = one_transfer(list(state.values()))
+    for copy, original in zip(copies, state.values(), strict=True):
+        assert copy.shape == original.shape and torch.equal(copy, original)
+    copies[0].add_(1)  # no view shares memory with another copy or with the source
+    assert torch.equal(state["bn.weight"], torch.arange(3.0))
+    assert torch.equal(copies[1], torch.full((2, 2), 7.0))
+    cpu = cpu_copy(state)  # on the CPU: plain copies, the same names
+    assert list(cpu) == list(state) and all(cpu[k] is not state[k] for k in state)

@@ -14,11 +14,13 @@ from simulator.models.cifar_resnet import cifar_resnet
 from simulator.models.gdfq import GDFQConfig, build_quantized, gdfq_quantize, train_generator
 from simulator.models.norm import configure_norm_adaptation, get_norm_state, set_norm_state
 from simulator.models.quant import (
+    ActivationQuantizer,
     QuantConv2d,
     QuantLinear,
     calibrate_activations,
     fake_quantize,
     model_nbytes,
+    observe_activations,
     quantize_model,
     quantized_layers,
     random_noise_images,
@@ -197,3 +199,20 @@ def test_cli_quantize_rejects_bad_bits_method_and_model(args: list[str], message
     assert result.exit_code == 2
     assert message in result.output
     assert not list(tmp_path.iterdir())
+
+
+def test_the_calibrated_flag_follows_observation_reset_and_loaded_state():
+    torch.manual_seed(0)
+    x = torch.randn(8, 4) * 3
+    q = ActivationQuantizer(2)
+    assert torch.equal(q(x), x)  # uncalibrated: passes through (and remembers that)
+    calibrated = ActivationQuantizer(2)
+    calibrated_model = nn.Sequential(calibrated)
+    with observe_activations(calibrated_model, "minmax"):
+        calibrated_model(x)
+    assert not torch.equal(calibrated(x), x)
+    q.load_state_dict(calibrated.state_dict())  # a checkpoint loaded after the first pass
+    assert torch.equal(q(x), calibrated(x))
+    with observe_activations(nn.Sequential(q), "minmax", reset=True):
+        pass  # reset, nothing observed
+    assert torch.equal(q(x), x)

@@ -303,8 +303,12 @@ class CemaAdapter(ScopedAdapter):
         # a frozen teacher with running statistics maps each image to fixed logits: cacheable
         self.teacher_logits_cache: LogitCache | None = None
         if not cfg.adapt_teacher and cfg.teacher_distill_norm != "batch":
+            # on disk only for a CPU teacher: there a cached row equals a fresh one bit for bit
+            # whatever the pass size; GPU kernels may round by batch size, so a GPU run keeps its
+            # logits for itself (repeatable per seed, not shared across a sweep)
+            on_cpu = self._device(teacher).type == "cpu"
             self.teacher_logits_cache = LogitCache(
-                teacher, name="teacher", persist=cfg.teacher_logit_cache
+                teacher, name="teacher", persist=cfg.teacher_logit_cache and on_cpu
             )
 
     # -- scopes ------------------------------------------------------------------------------

@@ -192,7 +192,7 @@ class EataAdapter(EntropyAdapter):
         """Gradient of mean CE(logits, argmax logits) w.r.t. the source BN affine."""
         device = next(self.edge_model.parameters()).device
         anchor = {
-            name: value.to(device).requires_grad_(True)
+            name: value.detach().to(device, copy=True).requires_grad_(True)
             for name, value in zip(self._param_names, self._anchor, strict=True)
         }
         with use_batch_statistics(self.edge_model):

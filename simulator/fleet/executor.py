@@ -195,9 +195,9 @@ class FleetExecutor:
         self.kind, self.batch_statistics, self.max_rows = kind, batch_statistics, max_rows
         self.load = load
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        if self.device.type != "cpu":  # the caller's model stays where it is
+        if self.device.type != "cpu" and kind == "naive":  # the caller's model stays where it is
             model = copy.deepcopy(model).to(self.device)
-        self.model = model.eval()
+        self.model = model.eval()  # run by the naive executor; the others copy it into row_model
         self.model.requires_grad_(False)
         self._loaded: object = None  # the state dict last copied into ``self.model`` (naive)
         self._pending: list[_Request] = []
@@ -230,7 +230,7 @@ class FleetExecutor:
             setattr(parent, name.rpartition(".")[2], row)
             self._norms.append((name, row))
         self._width = offset
-        self.row_model = self.row_model.to(memory_format=self.memory_format)
+        self.row_model = self.row_model.to(self.device, memory_format=self.memory_format)
 
     def _table(self, key: Hashable, state: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Flat (2, total channels) table of one state: eval ``scale``/``shift``, or BN ``weight``/

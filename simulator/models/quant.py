@@ -107,6 +107,22 @@ class ActivationQuantizer(nn.Module):
         self.register_buffer("ema_steps", torch.zeros(()))
         self.register_buffer("ema_min", torch.zeros(()))
         self.register_buffer("ema_max", torch.zeros(()))
+        # ``calibrated`` mirrored as a Python bool (None: read the buffer again): reading a buffer
+        # on a GPU waits for the GPU, once per layer and pass otherwise
+        self._calibrated_flag: bool | None = None
+
+    def is_calibrated(self) -> bool:
+        if self._calibrated_flag is None:
+            self._calibrated_flag = bool(self.calibrated)
+        return self._calibrated_flag
+
+    def set_calibrated(self, value: bool) -> None:
+        self.calibrated.fill_(value)
+        self._calibrated_flag = value
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super()._load_from_state_dict(*args, **kwargs)
+        self._calibrated_flag = None
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, range=[{float(self.x_min):.4g}, {float(self.x_max):.4g}]"
@@ -115,7 +131,7 @@ class ActivationQuantizer(nn.Module):
     def _observe(self, x: torch.Tensor) -> None:
         lo, hi = x.min(), x.max()
         if self.observing == "minmax":
-            if bool(self.calibrated):
+            if self.is_calibrated():
                 lo, hi = torch.minimum(lo, self.x_min), torch.maximum(hi, self.x_max)
             self.x_min.copy_(lo)
             self.x_max.copy_(hi)
@@ -127,12 +143,12 @@ class ActivationQuantizer(nn.Module):
             correction = 1 - d ** float(self.ema_steps)
             self.x_min.copy_(self.ema_min / correction)
             self.x_max.copy_(self.ema_max / correction)
-        self.calibrated.fill_(True)
+        self.set_calibrated(True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.observing is not None:
             self._observe(x)
-        if not bool(self.calibrated):
+        if not self.is_calibrated():
             return x
         scale, zero_point = _asymmetric_qparams(self.x_min, self.x_max, self.bits)
         return fake_quantize(x, scale, zero_point, self.bits)
@@ -260,7 +276,7 @@ class observe_activations:  # noqa: N801 - used as a context manager, like torch
             if self.reset:
                 for buf in (q.x_min, q.x_max, q.ema_steps, q.ema_min, q.ema_max):
                     buf.zero_()
-                q.calibrated.fill_(False)
+                q.set_calibrated(False)
             q.observing = self.observer
         return self.quantizers
 
