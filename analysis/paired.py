@@ -260,17 +260,21 @@ def describe(result: PairedComparison) -> str:
         )
     mean, half = result.interval
     p_value = result.p_value
-    verdict = "lower" if mean > 0 else "higher" if mean < 0 else "the same"
     stats = (
-        f"by {abs(mean):.2f} ± {half:.2f} points (95% t-interval), paired t-test p = {p_value:.3g}"
+        f"{abs(mean):.2f} ± {half:.2f} points (95% t-interval), paired t-test p = {p_value:.3g}"
         if p_value is not None
-        else f"by {abs(mean):.2f} points (one seed: no interval)"
+        else f"{abs(mean):.2f} points (one seed: no interval)"
     )
+    if mean == 0:
+        verdict = f"{a}'s mean error equals {b}'s (difference {stats})."
+    else:
+        direction = "lower" if mean > 0 else "higher"
+        verdict = f"{a}'s mean error is {direction} than {b}'s by {stats}."
     lower, level, higher = result.cells
     c_lower, c_level, c_higher = result.corruptions
     lines += [
         "",
-        f"{a}'s mean error is {verdict} than {b}'s {stats}.",
+        verdict,
         f"{a}'s error is lower / level / higher in {lower} / {level} / {higher} (corruption, "
         f"seed) cells, and in {c_lower} / {c_level} / {c_higher} corruptions (means over seeds).",
     ]

@@ -202,3 +202,13 @@ def test_a_baseline_folder_compares_two_variants_of_one_method(tmp_path):
     )
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)[0]["advantage"] == pytest.approx([0.0, 4.0, 0.0])
+
+
+def test_identical_runs_read_as_equal_not_as_lower_or_higher(tmp_path):
+    sweep = reset_sweep(tmp_path / "sweep")
+    same = cema_reset_runs(tmp_path / "same", "cema", lambda c, s: CEMA[c][s])
+    [result] = paired_comparison([same], b="CEMA", baseline=[sweep])
+    assert result.advantage == pytest.approx([0.0, 0.0, 0.0])
+    text = describe(result)
+    assert "CEMA [same]'s mean error equals CEMA [sweep]'s (difference 0.00 ± 0.00 points" in text
+    assert "than" not in text.split("\n\n")[-1].splitlines()[0]
