@@ -3,6 +3,7 @@
 Not a test (pytest never collects ``benchmarks/``). Prints Markdown tables for benchmarks/speed.md:
 
     PYTHONPATH=. .venv/bin/python benchmarks/speed_bench.py throughput   # executor vs limit vs naive
+    PYTHONPATH=. .venv/bin/python benchmarks/speed_bench.py limits       # eager vs row model vs TorchScript
     PYTHONPATH=. .venv/bin/python benchmarks/speed_bench.py growth       # wall time, memory vs size
     PYTHONPATH=. .venv/bin/python benchmarks/speed_bench.py profile      # where a quickstart run goes
 
@@ -103,6 +104,50 @@ def forward_limit(images: int, batch: int, device: str = "cpu") -> float:
             done += batch
         _sync(where)
         return done / (time.perf_counter() - start)
+
+
+def limits(args: argparse.Namespace) -> None:
+    """Images/s of three ways to run ResNet-20 (best of 3, channels-last, inference mode): eager
+    (the limit of table 1), the executor's row model (per-row scale/shift, one shared state) and
+    a frozen TorchScript graph (BN folded into the convolutions, weights prepacked)."""
+    from simulator.fleet.executor import FleetExecutor
+    from simulator.models.norm import get_norm_state
+    from simulator.models.zoo import create_model
+
+    def rate(f, rows: int, images: int = 4096) -> float:
+        x = torch.rand(rows, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+        best = 0.0
+        with torch.inference_mode():
+            for _ in range(3):
+                f(x)
+            for _ in range(3):
+                start, done = time.perf_counter(), 0
+                while done < images:
+                    f(x)
+                    done += rows
+                best = max(best, done / (time.perf_counter() - start))
+        return best
+
+    eager = create_model("resnet20").eval().to(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        frozen = torch.jit.optimize_for_inference(
+            torch.jit.freeze(torch.jit.script(create_model("resnet20").eval()))
+        )
+    executor = FleetExecutor(create_model("resnet20"))
+    table = executor._table(0, get_norm_state(eager))
+
+    def row_model(x: torch.Tensor) -> torch.Tensor:
+        rows = table.unsqueeze(0).expand(len(x), -1, -1)
+        for _, norm in executor._norms:
+            view = rows[:, :, norm.offset : norm.offset + norm.num_features]
+            norm.scale, norm.shift, norm.groups = view[:, 0], view[:, 1], None
+        return executor.row_model(x)
+
+    print("| rows per pass | eager | executor's row model | frozen TorchScript | frozen / eager |")
+    print("|---:|---:|---:|---:|---:|")
+    for rows in args.rows:
+        e, r, f = rate(eager, rows), rate(row_model, rows), rate(frozen, rows)
+        print(f"| {rows} | {e:,.0f} | {r:,.0f} | {f:,.0f} | {f / e:.2f}x |", flush=True)
 
 
 def throughput(args: argparse.Namespace) -> None:
@@ -289,7 +334,7 @@ def profile(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["throughput", "growth", "profile", "_child"])
+    parser.add_argument("what", choices=["throughput", "limits", "growth", "profile", "_child"])
     parser.add_argument("rest", nargs="*")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--threads", type=int, default=2)
@@ -303,12 +348,14 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=0, help="also print the top-N cProfile rows")
     parser.add_argument("--device", default="cpu", help="throughput: cpu, cuda, cuda:N")
     parser.add_argument("--max-rows", type=int, default=None, help="throughput: rows per pass")
+    parser.add_argument("--rows", type=int, nargs="+", default=[16, 64, 128], help="limits")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.what == "_child":
         _child(int(args.rest[0]), int(args.rest[1]), args.rest[2])
         return
-    {"throughput": throughput, "growth": growth, "profile": profile}[args.what](args)
+    run_what = {"throughput": throughput, "limits": limits, "growth": growth, "profile": profile}
+    run_what[args.what](args)
 
 
 if __name__ == "__main__":
