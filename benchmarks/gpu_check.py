@@ -10,9 +10,13 @@ also installs what that machine lacks; every section prints Markdown (collected 
 2. ``runs``: small scenarios of every adapter, upload policy family, offloading and the 4-bit
    edge, on the GPU twice (same summary: repeatable) and on the CPU (accuracy and uploads within
    float rounding's reach).
-3. ``curve``: the plain ResNet-20 forward pass on the GPU at 1 to 8,192 rows (images/s).
-4. ``throughput``: benchmarks/speed_bench.py's table 1 on the GPU (executor vs limit vs naive).
+3. ``throughput``: benchmarks/speed_bench.py's table 1 on the GPU (executor vs limit vs naive).
+4. ``curve``: the plain ResNet-20 forward pass on the GPU at 1 to 8,192 rows (images/s).
 5. ``quickstart``: scenarios/quickstart.yaml on the GPU and on the CPU (wall time, accuracy).
+6. ``rows``: table 1 again at 128 and 1,024 rows per pass (for ``DEFAULT_MAX_ROWS``).
+
+The report is rewritten after every section, so a run stopped by its time limit keeps the sections
+it finished.
 
 ``--device cpu --quick`` runs every section on the CPU at small sizes: it checks the script
 itself without a GPU.
@@ -70,7 +74,7 @@ def exactness(device: torch.device, devices: int) -> None:
         batches.append(
             torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=generator)
         )
-    say("## 1. Exactness of the executor on the device\n")
+    say("## Exactness of the executor on the device\n")
     say(f"ResNet-20, {devices} devices x 16 images, each device its own normalization state.\n")
     say("| statistics | compared | predictions equal | max abs logit difference |")
     say("|---|---|---:|---:|")
@@ -204,7 +208,7 @@ def runs(device: torch.device, samples: int, data_root: Path) -> None:
     )
     family = Path(tempfile.mkdtemp()) / "synthetic_family.json"
     family.write_text(members.to_json())
-    say("## 2. Every path on the device, twice, and on the CPU\n")
+    say("## Every path on the device, twice, and on the CPU\n")
     say(
         f"Small scenarios (2 devices x {samples} samples). Repeatable: the two device runs give "
         "the same summary (wall time aside). Accuracy and uploaded samples against the CPU's.\n"
@@ -249,7 +253,7 @@ def runs(device: torch.device, samples: int, data_root: Path) -> None:
 def curve(device: torch.device, rows: list[int], images: int) -> None:
     from speed_bench import forward_limit
 
-    say(f"## 3. Plain ResNet-20 forward pass on {describe_device(device)}, images/s\n")
+    say(f"## Plain ResNet-20 forward pass on {describe_device(device)}, images/s\n")
     rates = {n: forward_limit(max(images, 4 * n), n, str(device)) for n in rows}
     say("| rows per pass | " + " | ".join(f"{n:,}" for n in rows) + " |")
     say("|---|" + "---:|" * len(rows))
@@ -270,7 +274,7 @@ def throughput(
 
     for rows in max_rows:
         say(
-            f"## 4. Throughput on {describe_device(device)}, max_rows "
+            f"## Throughput on {describe_device(device)}, max_rows "
             f"{'default' if rows is None else rows}\n"
         )
         args = argparse.Namespace(
@@ -296,7 +300,7 @@ def quickstart(device: torch.device, samples: int | None) -> None:
 
     overrides = [] if samples is None else [f"stream.samples_per_device={samples}"]
     scenario = load_scenario(ROOT / "scenarios" / "quickstart.yaml", overrides)
-    say("## 5. Quickstart on the device and on the CPU\n")
+    say("## Quickstart on the device and on the CPU\n")
     say(f"CPU threads: {torch.get_num_threads()}.\n")
     say("| device | accuracy | uploads | wall s | loop s |")
     say("|---|---:|---:|---:|---:|")
@@ -311,7 +315,8 @@ def quickstart(device: torch.device, samples: int | None) -> None:
     say()
 
 
-SECTIONS = ("exactness", "runs", "curve", "throughput", "quickstart")
+# in the order of what matters most, so a run cut short by its time limit still has those
+SECTIONS = ("exactness", "runs", "throughput", "curve", "quickstart", "rows")
 
 
 def main() -> None:
@@ -338,15 +343,19 @@ def main() -> None:
             [1, 16, 128] if quick else [1, 16, 64, 128, 256, 1024, 4096, 8192],
             256 if quick else 16384,
         ),
-        "throughput": lambda: throughput(
-            device,
-            args.data,
-            512 if quick else 16384,
-            [None] if quick else [None, 128, 1024],
-            [1, 16] if quick else [1, 16, 64, 256],
-        ),
+        "throughput": lambda: throughput(device, args.data, 512 if quick else 16384, [None], fleet),
         "quickstart": lambda: quickstart(device, 128 if quick else None),
+        "rows": lambda: throughput(  # other pass sizes, for DEFAULT_MAX_ROWS
+            device, args.data, 512 if quick else 16384, [128] if quick else [128, 1024], fleet
+        ),
     }
+    fleet = [1, 16] if quick else [1, 16, 64, 256]
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    def save() -> None:  # after every section: a run cut short keeps what it measured
+        (args.out / "gpu_check.md").write_text("\n".join(REPORT) + "\n")
+        (args.out / "gpu_check.json").write_text(json.dumps(FIGURES, indent=1, default=str) + "\n")
+
     for name in args.only:
         t = time.perf_counter()
         try:
@@ -355,10 +364,9 @@ def main() -> None:
             say(f"**{name} failed**: {type(exc).__name__}: {exc}\n")
             FIGURES[f"{name}/error"] = f"{type(exc).__name__}: {exc}"
         print(f"[{name}: {time.perf_counter() - t:.0f} s]", file=sys.stderr, flush=True)
+        save()
     say(f"Total {time.perf_counter() - started:.0f} s.")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_check.md").write_text("\n".join(REPORT) + "\n")
-    (args.out / "gpu_check.json").write_text(json.dumps(FIGURES, indent=1, default=str) + "\n")
+    save()
 
 
 if __name__ == "__main__":
