@@ -6,9 +6,9 @@ foundation model answering offloads all run on the chosen device; everything tha
 (edge outputs, downloaded normalization states, offload answers) comes back to the CPU, so
 streams, policies, the network and the recorded events never see a device tensor.
 
-Numbers: on one device, runs are repeatable per seed (cuDNN is put in deterministic mode, its
-autotuner, which picks kernels by timing, is off, and TF32 is off, so GPU convolutions keep full
-float32 precision). Across devices they agree to float rounding
+Numbers: on one device, runs are meant to be repeatable per seed (cuDNN is put in deterministic
+mode, its autotuner, which picks kernels by timing, is off, and TF32 is off, so GPU convolutions keep
+full float32 precision); benchmarks/gpu_check.py checks it on a GPU, which CI does not have. Across devices they agree to float rounding
 only: a GPU sums convolutions in another order than the CPU, so a prediction on a near-tie can
 differ, and a run's summary is not bit-identical between ``cpu`` and ``cuda``.
 """
