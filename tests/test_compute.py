@@ -151,3 +151,30 @@ def test_a_download_copied_in_one_transfer_keeps_every_tensor_whole_and_independ
     assert torch.equal(copies[1], torch.full((2, 2), 7.0))
     cpu = cpu_copy(state)  # on the CPU: plain copies, the same names
     assert list(cpu) == list(state) and all(cpu[k] is not state[k] for k in state)
+
+
+def test_the_gpu_checks_scenarios_stay_valid(tmp_path: Path):
+    # benchmarks/gpu_check.py runs only where a GPU is lent: its scenarios must not rot meanwhile
+    import importlib.util
+
+    from policies.selection.family import measure_family
+    from simulator.data.datasets import make_synthetic
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    assert spec is not None and spec.loader is not None
+    gpu_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu_check)
+    data = make_synthetic(32, split="test", seed=1)
+    family = tmp_path / "family.json"
+    family.write_text(
+        measure_family(
+            ["synthetic_edge", "synthetic_teacher"], data.images, data.labels, name="syn"
+        ).to_json()
+    )
+    (tmp_path / "cifar10").mkdir()  # validation checks that the data folder exists
+    variants = gpu_check.variants(64, tmp_path / "cifar10", family)
+    assert len(variants) >= 10
+    for label, data_dict in variants:
+        scenario = scenario_from_dict(data_dict)
+        assert scenario.stream.samples_per_device == 64, label
