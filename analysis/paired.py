@@ -234,7 +234,13 @@ def paired_comparison(
             )
         )
     if not results:
-        raise TableError(f"{a!r} and {b!r} have no seed in common in any group")
+        hint = (
+            "; with --by source, give the folders that belong together the same name "
+            "(--label FOLDER=NAME for each)"
+            if "source" in keys
+            else ""
+        )
+        raise TableError(f"{a!r} and {b!r} have no seed in common in any group{hint}")
     return results
 
 

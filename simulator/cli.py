@@ -830,7 +830,10 @@ def compare(
     ] = None,
     label: Annotated[
         list[str] | None,
-        typer.Option(help="Rename a method first, as in `fleetsim table` (ADAPTER/POLICY=NAME)."),
+        typer.Option(
+            help="Rename first, as in `fleetsim table`: a method (ADAPTER/POLICY=NAME) or, with "
+            "--by source, a folder (FOLDER=NAME)."
+        ),
     ] = None,
     protocol: Annotated[
         TableProtocol,
@@ -840,7 +843,8 @@ def compare(
         list[str] | None,
         typer.Option(
             help="Compare within each value of this key too, repeatable (e.g. --by "
-            "network.uplink_mbps for a bandwidth sweep: one comparison per bandwidth)."
+            "network.uplink_mbps for a bandwidth sweep: one comparison per bandwidth; --by source "
+            "for variants in separate folders, the folders of one variant labelled alike)."
         ),
     ] = None,
     baseline: Annotated[

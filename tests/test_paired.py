@@ -212,3 +212,18 @@ def test_identical_runs_read_as_equal_not_as_lower_or_higher(tmp_path):
     text = describe(result)
     assert "CEMA [same]'s mean error equals CEMA [sweep]'s (difference 0.00 ± 0.00 points" in text
     assert "than" not in text.split("\n\n")[-1].splitlines()[0]
+
+
+def test_by_source_pairs_the_folders_named_alike(tmp_path):
+    # two threshold variants, each with its CEMA and random runs in separate sweep folders
+    for variant, shift in (("strict", 0), ("loose", 3)):
+        cema_reset_runs(tmp_path / variant, "cema", lambda c, s, k=shift: CEMA[c][s] + k)
+        random_runs(tmp_path / f"{variant}_random")
+    folders = [tmp_path / n for n in ("strict", "strict_random", "loose", "loose_random")]
+    with pytest.raises(TableError, match="same name \\(--label FOLDER=NAME for each\\)"):
+        paired_comparison(folders, a="CEMA", b="Random", by=["source"])
+    labels = {"strict_random": "strict", "loose_random": "loose"}
+    results = paired_comparison(folders, a="CEMA", b="Random", by=["source"], labels=labels)
+    assert [r.group for r in results] == [{"source": "strict"}, {"source": "loose"}]
+    strict, loose = (r.advantage for r in results)
+    assert [b - a for a, b in zip(strict, loose, strict=True)] == pytest.approx([3.0] * 3)
