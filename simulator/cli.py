@@ -195,7 +195,7 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
         ("download bytes", f"{summary['download_bytes']:,}"),
         ("cloud updates / steps", f"{summary['updates']:,} / {summary['cloud_steps']:,}"),
         ("simulated time", f"{summary['sim_time_s']:.1f} s"),
-        ("wall time", f"{summary['wall_time_s']:.1f} s"),
+        ("wall time", f"{summary['wall_time_s']:.1f} s on {summary.get('compute_device', 'cpu')}"),
     ]
     if summary.get("routing", "edge_only") != "edge_only":  # answers may come from the cloud
 

@@ -6,6 +6,7 @@ GPU can show (the numbers there) is measured by benchmarks/gpu_check.py.
 """
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -122,6 +123,7 @@ def test_cli_run_on_the_cpu_records_it(tmp_path: Path, tiny_yaml: Path, no_gpu: 
     result = runner.invoke(app, [*args, "--set", "stream.samples_per_device=64"])
     assert result.exit_code == 0, result.output
     assert json.loads((out / "summary.json").read_text())["compute_device"] == "cpu"
+    assert re.search(r"wall time\s+│\s+[\d.]+ s on cpu", result.output)
 
 
 def test_sweep_manifest_records_the_device(tmp_path: Path, tiny_yaml: Path, no_gpu: None):
