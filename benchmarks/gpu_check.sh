@@ -2,6 +2,10 @@
 # On the GPU machine (see gpu_prepare.sh): install the carried wheels beside its own PyTorch, then
 # run every section of gpu_check.py; the report lands in $OUT/gpu_check.md and .json.
 set -uo pipefail
+if ! ls .gpu/wheels/*.whl >/dev/null 2>&1 || [ ! -d .gpu/data/cifar10 ]; then
+    echo "no .gpu/wheels or .gpu/data: run benchmarks/gpu_prepare.sh here first, then carry .gpu" >&2
+    exit 2
+fi
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
   --target /tmp/site .gpu/wheels/*.whl || exit 1
 export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 FLEETSIM_CACHE=/tmp/fleetsim-cache
