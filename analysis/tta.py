@@ -423,10 +423,10 @@ def seed_table(
         records.append(record)
     frame = pd.DataFrame(records)
     # folders (``source``) keep the order they were given in; other keys sort by value
-    sources = {key_value(run, "source", labels): None for run in runs}
     sort_cols = ["_sev", "_order", *("_src" if k == "source" else k for k in by), "seed"]
     frame["_sev"] = -frame["severity"].fillna(-1)
     if "source" in by:
+        sources = dict.fromkeys(key_value(run, "source", labels) for run in runs)
         frame["_src"] = frame["source"].map({name: i for i, name in enumerate(sources)})
     helpers = [c for c in ("_sev", "_order", "_src") if c in frame]
     frame = frame.sort_values(sort_cols, kind="stable").drop(columns=helpers)

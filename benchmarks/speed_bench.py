@@ -83,6 +83,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def images_per_s(f, x: torch.Tensor, images: int, repeats: int = 1) -> float:
+    """Images per second of ``f`` on the batch ``x`` over ``images`` images (inference mode, after
+    3 warm-up passes: a GPU's first passes load kernels); the best of ``repeats`` timings."""
+    best = 0.0
+    with torch.inference_mode():
+        for _ in range(3):
+            f(x)
+        for _ in range(repeats):
+            _sync(x.device)
+            start, done = time.perf_counter(), 0
+            while done < images:
+                f(x)
+                done += len(x)
+            _sync(x.device)
+            best = max(best, done / (time.perf_counter() - start))
+    return best
+
+
 def forward_limit(images: int, batch: int, device: str = "cpu") -> float:
     """Images per second of the plain ResNet-20 forward pass (eval BN, inference mode, channels
     last) over ``images`` random images in batches of ``batch``, already on ``device``: the
@@ -93,17 +111,7 @@ def forward_limit(images: int, batch: int, device: str = "cpu") -> float:
     where = resolve_device(device)
     model = create_model("resnet20").eval().to(where, memory_format=torch.channels_last)
     x = torch.rand(batch, 3, 32, 32, device=where).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        for _ in range(3):  # warm-up (a GPU's first passes load kernels)
-            model(x)
-        _sync(where)
-        start = time.perf_counter()
-        done = 0
-        while done < images:
-            model(x)
-            done += batch
-        _sync(where)
-        return done / (time.perf_counter() - start)
+    return images_per_s(model, x, images)
 
 
 def limits(args: argparse.Namespace) -> None:
@@ -114,19 +122,9 @@ def limits(args: argparse.Namespace) -> None:
     from simulator.models.norm import get_norm_state
     from simulator.models.zoo import create_model
 
-    def rate(f, rows: int, images: int = 4096) -> float:
+    def rate(f, rows: int) -> float:
         x = torch.rand(rows, 3, 32, 32).contiguous(memory_format=torch.channels_last)
-        best = 0.0
-        with torch.inference_mode():
-            for _ in range(3):
-                f(x)
-            for _ in range(3):
-                start, done = time.perf_counter(), 0
-                while done < images:
-                    f(x)
-                    done += rows
-                best = max(best, done / (time.perf_counter() - start))
-        return best
+        return images_per_s(f, x, 4096, repeats=3)
 
     eager = create_model("resnet20").eval().to(memory_format=torch.channels_last)
     with torch.inference_mode():
