@@ -29,36 +29,61 @@ import numpy as np
 import pandas as pd
 
 
+def _ndim(value: Any) -> int:
+    """``np.ndim`` without its conversion of Python scalars (called per batch and column)."""
+    if isinstance(value, (list, tuple)):
+        return 1
+    return getattr(value, "ndim", 0)
+
+
 class EventRecorder:
     """Collects events during a run and turns them into a DataFrame."""
 
     def __init__(self) -> None:
-        self._samples: dict[str, list[np.ndarray]] = defaultdict(list)
+        # per column, one entry per recorded batch: a 1-d array, or a scalar standing for the
+        # whole batch (expanded once, in frame(): one call per batch and column adds up at
+        # batches of one image)
+        self._samples: dict[str, list[Any]] = defaultdict(list)
+        self._sizes: list[int] = []
+        self._owned: set[tuple[str, int]] = set()  # (column, batch) arrays amend may write
         self._messages: list[dict[str, Any]] = []
 
-    def samples(self, **columns: np.ndarray) -> int:
+    def samples(self, **columns: Any) -> int:
         """Record one edge batch; every column has one value per sample (scalars are broadcast).
         Returns the batch's handle for :meth:`amend_samples`."""
-        n = max(len(v) for v in columns.values() if np.ndim(v) > 0)
+        lengths = {len(v) for v in columns.values() if _ndim(v)}
+        if len(lengths) != 1:
+            raise ValueError(f"sample columns need one length (scalars aside), got {lengths}")
+        self._sizes.append(lengths.pop())
         for key, value in columns.items():
-            self._samples[key].append(np.broadcast_to(np.asarray(value), (n,)))
-        return len(self._samples[next(iter(columns))]) - 1
+            self._samples[key].append(np.asarray(value) if _ndim(value) else value)
+        return len(self._sizes) - 1
 
-    def amend_samples(self, handle: int, rows: np.ndarray, **columns: np.ndarray) -> None:
+    def amend_samples(self, handle: int, rows: np.ndarray, **columns: Any) -> None:
         """Overwrite ``columns`` at ``rows`` (indices within the batch) of an already recorded
         batch: what is known only later (an offloaded sample's cloud answer and its latency)."""
         for key, value in columns.items():
-            batch = self._samples[key][handle]
-            if not batch.flags.writeable:  # a broadcast scalar or a caller's array: copy first
-                batch = self._samples[key][handle] = np.array(batch)
-            batch[rows] = value
+            if (key, handle) not in self._owned:  # a scalar or a caller's array: copy first
+                batch = self._samples[key][handle]
+                self._samples[key][handle] = np.array(
+                    np.broadcast_to(batch, (self._sizes[handle],))
+                )
+                self._owned.add((key, handle))
+            self._samples[key][handle][rows] = value
+
+    def _column(self, parts: list[Any]) -> np.ndarray:
+        if not any(_ndim(p) for p in parts):  # a per-batch scalar column: one repeat
+            return np.repeat(np.asarray(parts), self._sizes)
+        return np.concatenate(
+            [p if _ndim(p) else np.full(n, p) for p, n in zip(parts, self._sizes, strict=True)]
+        )
 
     def message(self, kind: str, **fields: Any) -> None:
         """Record one upload, update or download event."""
         self._messages.append({"kind": kind, **fields})
 
     def frame(self) -> pd.DataFrame:
-        samples = pd.DataFrame({k: np.concatenate(v) for k, v in self._samples.items()})
+        samples = pd.DataFrame({k: self._column(v) for k, v in self._samples.items()})
         if len(samples):
             samples.insert(0, "kind", "sample")
         messages = pd.DataFrame(self._messages)
