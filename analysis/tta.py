@@ -129,6 +129,7 @@ class RunRecord:
     summary: dict[str, Any]
     domains: dict[str, DomainResult] = field(default_factory=dict)
     source: str = ""  # the folder named on the command line that holds the run (grouping key)
+    source_dir: str = ""  # that folder's resolved path (two given folders may share a name)
 
     @property
     def name(self) -> str:
@@ -151,17 +152,17 @@ def collect_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     return list(collect_sources(paths))
 
 
-def collect_sources(paths: Iterable[str | Path]) -> dict[Path, str]:
-    """Each run folder of the given run or sweep folders (once, in the order given) -> the name of
-    the folder given that holds it (the ``source`` grouping key)."""
-    found: dict[Path, str] = {}
+def collect_sources(paths: Iterable[str | Path]) -> dict[Path, Path]:
+    """Each run folder of the given run or sweep folders (once, in the order given) -> the folder
+    given that holds it, resolved (its name is the ``source`` grouping key)."""
+    found: dict[Path, Path] = {}
     seen: set[Path] = set()
     for path in paths:
         for run_dir in run_dirs(path):
             key = run_dir.resolve()
             if key not in seen:
                 seen.add(key)
-                found[run_dir] = Path(path).resolve().name
+                found[run_dir] = Path(path).resolve()
     if not found:
         raise FileNotFoundError("no run folders given")
     return found
@@ -266,6 +267,9 @@ def key_value(run: RunRecord, key: str, labels: Mapping[str, str] | None = None)
         derived = method_label(run)
         return labels.get(method_key(run), labels.get(derived, derived))
     if key == "source":
+        for folder, label in labels.items():  # a label given for a path: that folder only
+            if "/" in folder and run.source_dir and str(Path(folder).resolve()) == run.source_dir:
+                return label
         return labels.get(run.source, run.source)
     for source in (run.params, None, run.summary):
         value = _dotted(run.config, key) if source is None else source.get(key)
@@ -367,7 +371,10 @@ def seed_table(
     by = list(by)
     if not by:
         raise ValueError("need at least one grouping key")
-    runs = [replace(read_run(d), source=s) for d, s in collect_sources(paths).items()]
+    runs = [
+        replace(read_run(d), source=s.name, source_dir=str(s))
+        for d, s in collect_sources(paths).items()
+    ]
     empty = [r.name for r in runs if not r.domains]
     if empty:
         raise TableError(f"runs without any classified sample: {empty}")
@@ -391,6 +398,12 @@ def seed_table(
                     if differ
                     else "; the same run twice?"
                 )
+                if "source" in by and other.source_dir != run.source_dir:
+                    hint = (
+                        f"; they come from two folders named {run.source!r} "
+                        f"({other.source_dir} and {run.source_dir}): name them apart with "
+                        "--label PATH=NAME for each"
+                    )
                 raise TableError(
                     f"runs {other.name} and {run.name} both give {corruption!r} for "
                     f"{_describe(by, key)}{hint}"

@@ -690,7 +690,8 @@ def table(
         typer.Option(
             help="Row key, repeatable: 'method' (from cloud.adapter + policy.name), 'source' (the "
             "folder given that holds the run: variants run into separate sweep folders get their "
-            "own rows; --label FOLDER=NAME renames), a swept or dotted config key "
+            "own rows, named by the folder's name; --label FOLDER=NAME renames, and a FOLDER "
+            "with a slash (a/runs) names that folder only), a swept or dotted config key "
             "(policy.random.p), or a summary field. Default: method."
         ),
     ] = None,
@@ -832,7 +833,8 @@ def compare(
         list[str] | None,
         typer.Option(
             help="Rename first, as in `fleetsim table`: a method (ADAPTER/POLICY=NAME) or, with "
-            "--by source, a folder (FOLDER=NAME)."
+            "--by source, a folder (FOLDER=NAME; a FOLDER with a slash, a/runs, names that "
+            "folder only)."
         ),
     ] = None,
     protocol: Annotated[

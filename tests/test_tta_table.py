@@ -523,3 +523,16 @@ def test_clean_is_a_column_first_but_not_part_of_the_mean(tmp_path):
     table = tta.tta_table(per_seed)
     assert list(table.columns[3:6]) == ["Clean", "Snow", "Fog"]
     assert table.loc[0, "Seeds"] == "1" and table.loc[0, "Mean err. %"] == "25.0"
+
+
+def test_folders_of_one_name_under_different_parents_are_named_apart_by_path(tmp_path):
+    # two threshold variants, each swept into a folder called "runs" under its own parent
+    for parent, errors in (("strict", {"fog": (80, 0)}), ("loose", {"fog": (85, 0)})):
+        write_run(tmp_path / parent / "runs", seed=0, adapter="cema", policy="cema", domains=errors)
+    folders = [tmp_path / "strict" / "runs", tmp_path / "loose" / "runs"]
+    with pytest.raises(tta.TableError, match="two folders named 'runs'.*--label PATH=NAME"):
+        tta.seed_table(folders, by=["method", "source"])
+    labels = {str(folders[0]): "strict", str(folders[1]): "loose"}
+    per_seed = tta.seed_table(folders, by=["method", "source"], labels=labels)
+    assert per_seed["source"].tolist() == ["strict", "loose"]
+    assert per_seed["mean_error"].tolist() == pytest.approx([20.0, 15.0])
