@@ -4,6 +4,7 @@ Not a test (pytest never collects ``benchmarks/``). Prints Markdown tables for b
 
     PYTHONPATH=. .venv/bin/python benchmarks/speed_bench.py throughput   # executor vs limit vs naive
     PYTHONPATH=. .venv/bin/python benchmarks/speed_bench.py limits       # eager vs row model vs TorchScript
+    PYTHONPATH=. .venv/bin/python benchmarks/speed_bench.py kernels      # norm and ReLU kernels
     PYTHONPATH=. .venv/bin/python benchmarks/speed_bench.py growth       # wall time, memory vs size
     PYTHONPATH=. .venv/bin/python benchmarks/speed_bench.py profile      # where a quickstart run goes
 
@@ -31,11 +32,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "cifar10"
 
 
-def fleet_scenario(devices: int, samples: int, data: Path, **overrides) -> dict:
+def fleet_scenario(devices: int, samples: int, data: Path, batch: int = 16, **overrides) -> dict:
     """Edge-inference-bound fleet: ResNet-20 on CIFAR-10, no uploads, no adaptation.
 
-    Edge compute of 10 ms per image (+5 ms per batch of 16) is roughly a Raspberry Pi 4 running
-    ResNet-20; images arrive at 32 Hz per device, so a device computes about a third of the time.
+    Edge compute of 10 ms per image (+5 ms per batch of ``batch``) is roughly a Raspberry Pi 4
+    running ResNet-20; images arrive at 32 Hz per device, so at batches of 16 a device computes
+    about a third of the time (at batches of 1, one frame at a time, about half).
     """
     scenario = {
         "name": f"speed-{devices}x{samples}",
@@ -44,7 +46,7 @@ def fleet_scenario(devices: int, samples: int, data: Path, **overrides) -> dict:
         "fleet": {"devices": devices},
         "stream": {
             "samples_per_device": samples,
-            "batch_size": 16,
+            "batch_size": batch,
             "corruptions": ["gaussian_noise", "fog", "contrast"],
             "severity": 5,
             "segment_samples": max(16, samples // 3),
@@ -148,6 +150,55 @@ def limits(args: argparse.Namespace) -> None:
         print(f"| {rows} | {e:,.0f} | {r:,.0f} | {f:,.0f} | {f / e:.2f}x |", flush=True)
 
 
+def kernels(args: argparse.Namespace) -> None:
+    """Microseconds per call of the executor's per-row norm (a multiply and an add, or one fused
+    ``addcmul``) against eval BatchNorm, and of ReLU allocating or in place, on ResNet-20's
+    activation shapes (channels-last, inference mode, best of 3 timings of 200 calls)."""
+
+    def micros(f, x: torch.Tensor) -> float:
+        best = float("inf")
+        with torch.inference_mode():
+            for _ in range(10):
+                f(x)
+            for _ in range(3):
+                start = time.perf_counter()
+                for _ in range(200):
+                    f(x)
+                best = min(best, (time.perf_counter() - start) / 200 * 1e6)
+        return best
+
+    print("| rows | activation | mul + add | addcmul | eval BN | relu | relu in place |")
+    print("|---:|---|---:|---:|---:|---:|---:|")
+    for rows in args.rows:
+        for channels, side in ((16, 32), (64, 8)):
+            shape = (rows, channels, side, side)
+            x = torch.randn(shape).contiguous(memory_format=torch.channels_last)
+            scale, shift = torch.randn(rows, channels, 1, 1), torch.randn(rows, channels, 1, 1)
+            bn = torch.nn.BatchNorm2d(channels).eval()
+
+            def mul_add(x: torch.Tensor, scale=scale, shift=shift) -> torch.Tensor:
+                y = x * scale
+                y += shift
+                return y
+
+            def fused(x: torch.Tensor, scale=scale, shift=shift) -> torch.Tensor:
+                return torch.addcmul(shift, x, scale)
+
+            cells = [
+                micros(mul_add, x),
+                micros(fused, x),
+                micros(bn, x),
+                micros(torch.relu, x),
+                micros(torch.relu_, x.clone()),
+            ]
+            print(
+                f"| {rows} | {channels}x{side}x{side} | "
+                + " | ".join(f"{c:,.0f}" for c in cells)
+                + " |",
+                flush=True,
+            )
+
+
 def throughput(args: argparse.Namespace) -> None:
     total = args.samples
     print(f"Simulated edge inferences per wall second, {total} inferences per row (ResNet-20,")
@@ -161,7 +212,7 @@ def throughput(args: argparse.Namespace) -> None:
     run(fleet_scenario(4, 64, args.data), device=device)  # warm-up: the corrupted-set cache
     for devices in args.devices:
         samples = max(16, total // devices)
-        scenario = fleet_scenario(devices, samples, args.data)
+        scenario = fleet_scenario(devices, samples, args.data, batch=args.edge_batch)
         result = run(scenario, device=device, max_rows=rows)
         n = result.summary["samples"]
         rate = n / result.extra["loop_s"]
@@ -332,7 +383,9 @@ def profile(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["throughput", "limits", "growth", "profile", "_child"])
+    parser.add_argument(
+        "what", choices=["throughput", "limits", "kernels", "growth", "profile", "_child"]
+    )
     parser.add_argument("rest", nargs="*")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--threads", type=int, default=2)
@@ -346,13 +399,24 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=0, help="also print the top-N cProfile rows")
     parser.add_argument("--device", default="cpu", help="throughput: cpu, cuda, cuda:N")
     parser.add_argument("--max-rows", type=int, default=None, help="throughput: rows per pass")
-    parser.add_argument("--rows", type=int, nargs="+", default=[16, 64, 128], help="limits")
+    parser.add_argument(
+        "--edge-batch", type=int, default=16, help="throughput: images per device batch"
+    )
+    parser.add_argument(
+        "--rows", type=int, nargs="+", default=[16, 64, 128], help="limits, kernels"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.what == "_child":
         _child(int(args.rest[0]), int(args.rest[1]), args.rest[2])
         return
-    run_what = {"throughput": throughput, "limits": limits, "growth": growth, "profile": profile}
+    run_what = {
+        "throughput": throughput,
+        "limits": limits,
+        "kernels": kernels,
+        "growth": growth,
+        "profile": profile,
+    }
     run_what[args.what](args)
 
 
