@@ -3,6 +3,8 @@ match-budget, compare."""
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -53,6 +55,12 @@ DeviceOption = Annotated[
 ]
 
 
+def _warn(texts: Iterable[str], prefix: str = "warning") -> None:
+    """Print each ``prefix: TEXT`` to stderr, verbatim (the run goes on)."""
+    for text in texts:
+        errors.print(f"{prefix}: {text}", style="yellow", markup=False, highlight=False)
+
+
 def _fail(message: object) -> NoReturn:
     """Print ``error: MESSAGE`` to stderr and exit with code 2 (bad input; nothing written).
 
@@ -91,11 +99,13 @@ def validate(
 ) -> None:
     """Check a scenario (and overrides) without running it; exit code 2 if invalid."""
     from simulator.config import dump_scenario
+    from simulator.engine import scenario_warnings
 
     resolved = _load(scenario, overrides)
     if show:
         console.print(dump_scenario(resolved), highlight=False, markup=False)
     console.print(f"[green]valid[/]: {escape(str(scenario))}")
+    _warn(scenario_warnings(resolved))
 
 
 @app.command()
@@ -141,7 +151,7 @@ def run(
     import torch
 
     from simulator.data.datasets import DatasetError
-    from simulator.engine import run_scenario, write_run
+    from simulator.engine import run_scenario, scenario_warnings, write_run
     from simulator.fleet.executor import EXECUTORS
     from simulator.models.zoo import ModelError
 
@@ -149,6 +159,7 @@ def run(
         _fail(f"--executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
     compute = _device(device)
     resolved = _load(scenario, overrides)
+    _warn(scenario_warnings(resolved))  # before the run: it may be long
     if threads:
         torch.set_num_threads(threads)
     out_dir = out or Path("runs") / resolved.name
@@ -574,6 +585,8 @@ def sweep(
         _device(device)
     out_dir = out or Path("runs") / f"{plan.runs[0].resolved['name']}-sweep"
     console.print(f"sweep of {len(plan.runs)} runs -> {escape(str(out_dir))}")
+    counts = Counter(text for run in plan.runs for text in run.warnings)
+    _warn(f"({n} of {len(plan.runs)} runs) {text}" for text, n in counts.items())
     try:
         manifest = run_sweep(
             plan,

@@ -217,6 +217,7 @@ class PlannedRun:
     spec: RunSpec
     resolved: dict[str, Any]
     config_hash: str
+    warnings: tuple[str, ...] = ()  # simulator.engine.scenario_warnings: likely mistakes
 
 
 @dataclass
@@ -238,6 +239,8 @@ def plan_sweep(
 
     Raises :class:`ScenarioError` naming the run and the dotted path of the first invalid config.
     """
+    from simulator.engine import scenario_warnings
+
     path = Path(scenario_path)
     data = read_scenario_yaml(path)
     spec = spec_from_yaml(data.pop("sweep", None)).merged(cli_spec or SweepSpec())
@@ -249,7 +252,8 @@ def plan_sweep(
             data, overrides + run.overrides, source=f"{path} [{run.name}]"
         )
         resolved = scenario.resolved()
-        planned.append(PlannedRun(run, resolved, config_hash(resolved)))
+        warnings = tuple(scenario_warnings(scenario))
+        planned.append(PlannedRun(run, resolved, config_hash(resolved), warnings))
     return SweepPlan(str(path), overrides, spec, planned)
 
 

@@ -128,3 +128,46 @@ def test_error_messages_keep_brackets_verbatim(tmp_path: Path, name: str):
     assert "Traceback" not in result.output and "MarkupError" not in result.output
     assert f"error: no such folder: {missing}" in " ".join(result.output.split())
     assert not missing.exists()  # nothing created for a report that could not be made
+
+
+def test_small_batches_under_batch_statistics_are_warned_about_not_refused(tmp_path: Path):
+    path = tmp_path / "small.yaml"
+    data = tiny_scenario_dict(stream__batch_size=4, stream__samples_per_device=32)
+    data["cloud"] = {"adapter": "bn_stats"}
+    data["policy"] = {"name": "none"}
+    path.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "warning: stream.batch_size 4: with cloud.adapter 'bn_stats'" in result.stderr
+    assert "raise stream.batch_size" in result.stderr
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(path), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "warning: stream.batch_size 4" in result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [w[:26] for w in summary["warnings"]] == ["stream.batch_size 4: with "]
+    # the sweep says how many of its runs the warning concerns
+    result = runner.invoke(
+        app,
+        ["sweep", str(path), "--grid", "stream.batch_size=4,32", "--out", str(tmp_path / "sw")],
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning: (1 of 2 runs) stream.batch_size 4" in result.stderr
+    # CEMA's default edge normalises with batch statistics too (the hint names the way out);
+    # with edge_norm eval it uses downloaded running statistics, fine at any batch size
+    result = runner.invoke(
+        app, ["validate", str(path), "--set", "cloud.adapter=cema", "--set", "policy.name=cema"]
+    )
+    assert "warning" in result.stderr and "cloud.cema.edge_norm: eval" in result.stderr
+    result = runner.invoke(
+        app,
+        [
+            "validate",
+            str(path),
+            "--set",
+            "cloud.adapter=cema",
+            "--set",
+            "cloud.cema.edge_norm=eval",
+        ],
+    )
+    assert result.exit_code == 0 and "warning" not in result.stderr

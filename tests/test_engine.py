@@ -127,3 +127,8 @@ def test_cached_corruptions_give_the_same_run(tmp_path, monkeypatch, cema_run):
     cached = run_scenario(scenario_from_dict(tiny_scenario_dict(), ["dataset.cache=true"]))
     assert _numbers(cached.summary) == _numbers(cema_run.summary)
     assert any((tmp_path / "cache").rglob("*.npy"))
+
+
+def test_runs_without_likely_mistakes_have_no_warnings_key():
+    result = run_scenario(scenario_from_dict(tiny_scenario_dict(stream__samples_per_device=64)))
+    assert "warnings" not in result.summary

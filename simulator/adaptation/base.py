@@ -111,6 +111,11 @@ class CloudAdapter(ABC):
         self.seed = seed
         self._source_state = get_norm_state(edge_model)  # what devices hold before any update
 
+    @classmethod
+    def edge_norm_for(cls, config: BaseModel | None) -> EdgeNorm:
+        """How the edge normalises under ``config`` (known before the adapter is built)."""
+        return cls.edge_norm
+
     @abstractmethod
     def observe(self, scope: Hashable, images: torch.Tensor) -> AdaptStats:
         """Learn from the uploads (n, 3, H, W) float in [0, 1] of one edge batch of one device."""

@@ -54,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from simulator.adaptation import ADAPTERS
-from simulator.adaptation.base import AdaptStats, ScopedAdapter, cloud_layout
+from simulator.adaptation.base import AdaptStats, EdgeNorm, ScopedAdapter, cloud_layout
 from simulator.adaptation.losses import cema_distillation_loss, teacher_entropy_loss
 from simulator.adaptation.replay import ReplayBuffer
 from simulator.models.logit_cache import LogitCache
@@ -270,6 +270,12 @@ class CemaAdapter(ScopedAdapter):
     needs_teacher = True
     edge_norm = "batch"
 
+    @classmethod
+    def edge_norm_for(cls, config: BaseModel | None) -> EdgeNorm:
+        # per run, not per class; a tbr edge deploys running statistics like an eval one
+        cfg = config if isinstance(config, cls.Config) else cls.Config()
+        return "batch" if cfg.edge_norm == "batch" else "eval"
+
     def __init__(
         self,
         edge_model: nn.Module,
@@ -280,8 +286,7 @@ class CemaAdapter(ScopedAdapter):
     ):
         super().__init__(edge_model, teacher, config, num_classes, seed)
         cfg: CemaAdapter.Config = self.config  # type: ignore[assignment]
-        # per run, not per class; a tbr edge deploys running statistics like an eval one
-        self.edge_norm = "batch" if cfg.edge_norm == "batch" else "eval"  # type: ignore[misc]
+        self.edge_norm = self.edge_norm_for(cfg)  # type: ignore[misc]
         self._teacher_renorm_started = False
         self.e0 = cfg.e0_factor * math.log(num_classes)
         self._edge_params = configure_norm_adaptation(edge_model)
