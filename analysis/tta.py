@@ -435,13 +435,22 @@ def seed_table(
             record[metric] = total if complete else np.nan
         records.append(record)
     frame = pd.DataFrame(records)
-    # folders (``source``) keep the order they were given in; other keys sort by value
-    sort_cols = ["_sev", "_order", *("_src" if k == "source" else k for k in by), "seed"]
+    # folders (``source``) keep the order they were given in; other keys sort by value, as
+    # numbers when every value is one (batch sizes 2 < 16, not "16" < "2")
+    sort_cols = ["_sev", "_order"]
+    helpers = ["_sev", "_order"]
     frame["_sev"] = -frame["severity"].fillna(-1)
-    if "source" in by:
-        sources = dict.fromkeys(key_value(run, "source", labels) for run in runs)
-        frame["_src"] = frame["source"].map({name: i for i, name in enumerate(sources)})
-    helpers = [c for c in ("_sev", "_order", "_src") if c in frame]
+    for i, k in enumerate(by):
+        if k == "source":
+            sources = dict.fromkeys(key_value(run, "source", labels) for run in runs)
+            frame[f"_by{i}"] = frame["source"].map({name: j for j, name in enumerate(sources)})
+        elif k != "method":
+            numbers = pd.to_numeric(frame[k], errors="coerce")
+            if numbers.notna().all():
+                frame[f"_by{i}"] = numbers
+        sort_cols.append(f"_by{i}" if f"_by{i}" in frame else k)
+        helpers += [f"_by{i}"] if f"_by{i}" in frame else []
+    sort_cols.append("seed")
     frame = frame.sort_values(sort_cols, kind="stable").drop(columns=helpers)
     frame = frame.reset_index(drop=True)
     frame.attrs.update(domains=domains, protocol=protocol, bytes_per=bytes_per, by=by)

@@ -82,8 +82,8 @@ def scenario_warnings(scenario: Scenario) -> list[str]:
         found.append(
             f"stream.batch_size {batch}: with cloud.adapter {scenario.cloud.adapter!r} the edge "
             f"normalises each batch with its own statistics, which are noisy below "
-            f"{MIN_BATCH_FOR_STATISTICS} images (on CIFAR-10-C, BN adaptation at batches of 1 "
-            f"scores below the unadapted model, at 4 about 10 points below batches of 32); {how}"
+            f"{MIN_BATCH_FOR_STATISTICS} images (CIFAR-10-C, ResNet-20: BN adaptation's mean "
+            f"error is 81 % at batches of 1, 42 % at 4, 28 % at 32, against 47 % unadapted); {how}"
         )
     return found
 

@@ -315,7 +315,7 @@ def test_a_missing_corruption_run_is_an_error_naming_it(tmp_path):
 
 def test_runs_that_differ_in_an_unlisted_key_are_an_error_until_it_is_a_row_key(tmp_path):
     root = tmp_path / "runs"
-    for mbps in (1.0, 4.0):
+    for mbps in (16.0, 4.0, 1.0):  # in numeric order in the table, not as text ("16" < "4")
         write_run(
             root / f"bw{mbps}",
             seed=0,
@@ -328,7 +328,7 @@ def test_runs_that_differ_in_an_unlisted_key_are_an_error_until_it_is_a_row_key(
     with pytest.raises(tta.TableError, match="both give 'fog'.*network.uplink_mbps"):
         tta.seed_table([root])
     per_seed = tta.seed_table([root], by=["method", "network.uplink_mbps"])
-    assert per_seed["network.uplink_mbps"].tolist() == ["1.0", "4.0"]
+    assert per_seed["network.uplink_mbps"].tolist() == ["1.0", "4.0", "16.0"]
 
 
 def test_variants_in_separate_folders_get_rows_by_source(tmp_path):
