@@ -14,6 +14,7 @@ also installs what that machine lacks; every section prints Markdown (collected 
 4. ``curve``: the plain ResNet-20 forward pass on the GPU at 1 to 8,192 rows (images/s).
 5. ``quickstart``: scenarios/quickstart.yaml on the GPU and on the CPU (wall time, accuracy).
 6. ``rows``: table 1 again at 128 and 1,024 rows per pass (for ``DEFAULT_MAX_ROWS``).
+7. ``frames``: table 1b, devices classifying one frame at a time (edge batches of 1).
 
 The report is rewritten after every section, so a run stopped by its time limit keeps the sections
 it finished.
@@ -269,13 +270,14 @@ def throughput(
     samples: int,
     max_rows: list[int | None],
     fleet: list[int],
+    edge_batch: int = 16,
 ) -> None:
     import speed_bench
 
     for rows in max_rows:
         say(
             f"## Throughput on {describe_device(device)}, max_rows "
-            f"{'default' if rows is None else rows}\n"
+            f"{'default' if rows is None else rows}, edge batches of {edge_batch}\n"
         )
         args = argparse.Namespace(
             samples=samples,
@@ -284,6 +286,7 @@ def throughput(
             data=data_root,
             device=str(device),
             max_rows=rows,
+            edge_batch=edge_batch,
         )
         buffer = io.StringIO()
         with contextlib.redirect_stdout(buffer):
@@ -316,7 +319,7 @@ def quickstart(device: torch.device, samples: int | None) -> None:
 
 
 # in the order of what matters most, so a run cut short by its time limit still has those
-SECTIONS = ("exactness", "runs", "throughput", "curve", "quickstart", "rows")
+SECTIONS = ("exactness", "runs", "throughput", "curve", "quickstart", "rows", "frames")
 
 
 def main() -> None:
@@ -347,6 +350,9 @@ def main() -> None:
         "quickstart": lambda: quickstart(device, 128 if quick else None),
         "rows": lambda: throughput(  # other pass sizes, for DEFAULT_MAX_ROWS
             device, args.data, 512 if quick else 16384, [128] if quick else [128, 1024], fleet
+        ),
+        "frames": lambda: throughput(  # table 1b: one frame per device batch
+            device, args.data, 256 if quick else 4096, [None], fleet, edge_batch=1
         ),
     }
     fleet = [1, 16] if quick else [1, 16, 64, 256]
