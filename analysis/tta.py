@@ -268,7 +268,12 @@ def key_value(run: RunRecord, key: str, labels: Mapping[str, str] | None = None)
         return labels.get(method_key(run), labels.get(derived, derived))
     if key == "source":
         for folder, label in labels.items():  # a label given for a path: that folder only
-            if "/" in folder and run.source_dir and str(Path(folder).resolve()) == run.source_dir:
+            if (
+                "/" in folder
+                and folder != method_key(run)  # cema/cema=CEMA renames the method, not a folder
+                and run.source_dir
+                and str(Path(folder).resolve()) == run.source_dir
+            ):
                 return label
         return labels.get(run.source, run.source)
     for source in (run.params, None, run.summary):
@@ -398,7 +403,12 @@ def seed_table(
                     if differ
                     else "; the same run twice?"
                 )
-                if "source" in by and other.source_dir != run.source_dir:
+                if (  # one group only because two folders share a name nobody relabelled
+                    "source" in by
+                    and other.source_dir != run.source_dir
+                    and other.source == run.source
+                    and key_value(run, "source", labels) == run.source
+                ):
                     hint = (
                         f"; they come from two folders named {run.source!r} "
                         f"({other.source_dir} and {run.source_dir}): name them apart with "
@@ -445,8 +455,8 @@ def seed_table(
             sources = dict.fromkeys(key_value(run, "source", labels) for run in runs)
             frame[f"_by{i}"] = frame["source"].map({name: j for j, name in enumerate(sources)})
         elif k != "method":
-            numbers = pd.to_numeric(frame[k], errors="coerce")
-            if numbers.notna().all():
+            numbers = pd.to_numeric(frame[k], errors="coerce")  # "NaN" too; it sorts last
+            if (numbers.notna() | frame[k].astype(str).str.lower().eq("nan")).all():
                 frame[f"_by{i}"] = numbers
         sort_cols.append(f"_by{i}" if f"_by{i}" in frame else k)
         helpers += [f"_by{i}"] if f"_by{i}" in frame else []

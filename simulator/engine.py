@@ -68,12 +68,20 @@ MIN_BATCH_FOR_STATISTICS = 16
 def scenario_warnings(scenario: Scenario) -> list[str]:
     """What in a valid scenario is likely a mistake, one sentence each (empty: nothing): shown by
     ``fleetsim validate`` and ``run`` and kept in the run's summary.json (``warnings``)."""
-    found = []
+    found: list[str] = []
     adapter = ADAPTERS.get(scenario.cloud.adapter)
-    batch = scenario.stream.batch_size
-    if adapter.edge_norm_for(scenario.cloud.params()) == "batch" and batch < (
-        MIN_BATCH_FOR_STATISTICS
-    ):
+    if adapter.edge_norm_for(scenario.cloud.params()) != "batch":
+        return found
+    batch, samples = scenario.stream.batch_size, scenario.stream.samples_per_device
+    last = samples % batch  # a stream's last batch is short unless batches divide it
+    if batch >= MIN_BATCH_FOR_STATISTICS and 0 < last < MIN_BATCH_FOR_STATISTICS:
+        found.append(
+            f"stream.samples_per_device {samples} with stream.batch_size {batch} leaves each "
+            f"device a last batch of {last} image{'s' if last > 1 else ''}, which the edge "
+            f"normalises with its own statistics (cloud.adapter {scenario.cloud.adapter!r}); "
+            f"a multiple of {batch} avoids it"
+        )
+    if batch < MIN_BATCH_FOR_STATISTICS:
         how = (
             "set cloud.cema.edge_norm: eval, or raise stream.batch_size"
             if scenario.cloud.adapter == "cema"

@@ -132,3 +132,17 @@ def test_cached_corruptions_give_the_same_run(tmp_path, monkeypatch, cema_run):
 def test_runs_without_likely_mistakes_have_no_warnings_key():
     result = run_scenario(scenario_from_dict(tiny_scenario_dict(stream__samples_per_device=64)))
     assert "warnings" not in result.summary
+
+
+def test_a_short_last_batch_under_batch_statistics_is_warned_about():
+    from simulator.engine import scenario_warnings
+
+    def warnings(**changes):
+        return scenario_warnings(scenario_from_dict(tiny_scenario_dict(**changes)))
+
+    # the tiny scenario's CEMA edge normalises with batch statistics (edge_norm: batch)
+    assert warnings() == []  # 256 samples in batches of 32
+    [text] = warnings(stream__samples_per_device=257)
+    assert "last batch of 1 image," in text and "a multiple of 32" in text
+    assert warnings(stream__samples_per_device=272) == []  # a last batch of 16 is fine
+    assert warnings(stream__samples_per_device=257, cloud__cema__edge_norm="eval") == []

@@ -536,3 +536,40 @@ def test_folders_of_one_name_under_different_parents_are_named_apart_by_path(tmp
     per_seed = tta.seed_table(folders, by=["method", "source"], labels=labels)
     assert per_seed["source"].tolist() == ["strict", "loose"]
     assert per_seed["mean_error"].tolist() == pytest.approx([20.0, 15.0])
+
+
+def test_folders_merged_under_one_label_keep_the_differ_hint_and_method_labels_stay_methods(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    for name, mbps in (("cema/cema", 1.0), ("loose", 4.0)):  # a folder named like a method key
+        write_run(
+            Path(name) / "r",
+            seed=0,
+            adapter="cema",
+            policy="cema",
+            domains={"fog": (80, 0)},
+            config={"network.uplink_mbps": mbps},
+        )
+    folders = ["cema/cema", "loose"]
+    # merged on purpose under one label, the runs differ in a key: that is what the error says
+    with pytest.raises(tta.TableError, match="differ in network.uplink_mbps"):
+        tta.seed_table(folders, by=["method", "source"], labels={"cema": "X", "loose": "X"})
+    # a method label that happens to read as a given folder's path renames the method only
+    per_seed = tta.seed_table(folders, by=["method", "source"], labels={"cema/cema": "Ours"})
+    assert per_seed[["method", "source"]].values.tolist() == [["Ours", "cema"], ["Ours", "loose"]]
+
+
+def test_a_numeric_row_key_with_a_missing_value_still_sorts_as_numbers(tmp_path):
+    root = tmp_path / "runs"
+    for value in ("16", "NaN", "4"):
+        write_run(
+            root / f"v{value}",
+            seed=0,
+            adapter="cema",
+            policy="cema",
+            domains={"fog": (80, 0)},
+            params={"policy.cema.e0": value},
+        )
+    per_seed = tta.seed_table([root], by=["method", "policy.cema.e0"])
+    assert per_seed["policy.cema.e0"].tolist() == ["4", "16", "NaN"]
