@@ -55,10 +55,10 @@ DeviceOption = Annotated[
 ]
 
 
-def _warn(texts: Iterable[str], prefix: str = "warning") -> None:
-    """Print each ``prefix: TEXT`` to stderr, verbatim (the run goes on)."""
+def _warn(texts: Iterable[str]) -> None:
+    """Print each ``warning: TEXT`` to stderr, verbatim (the command goes on)."""
     for text in texts:
-        errors.print(f"{prefix}: {text}", style="yellow", markup=False, highlight=False)
+        errors.print(f"warning: {text}", style="yellow", markup=False, highlight=False)
 
 
 def _fail(message: object) -> NoReturn:
