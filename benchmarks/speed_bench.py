@@ -156,16 +156,7 @@ def kernels(args: argparse.Namespace) -> None:
     activation shapes (channels-last, inference mode, best of 3 timings of 200 calls)."""
 
     def micros(f, x: torch.Tensor) -> float:
-        best = float("inf")
-        with torch.inference_mode():
-            for _ in range(10):
-                f(x)
-            for _ in range(3):
-                start = time.perf_counter()
-                for _ in range(200):
-                    f(x)
-                best = min(best, (time.perf_counter() - start) / 200 * 1e6)
-        return best
+        return len(x) / images_per_s(f, x, 200 * len(x), repeats=3) * 1e6
 
     print("| rows | activation | mul + add | addcmul | eval BN | relu | relu in place |")
     print("|---:|---|---:|---:|---:|---:|---:|")
@@ -383,9 +374,14 @@ def profile(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "what", choices=["throughput", "limits", "kernels", "growth", "profile", "_child"]
-    )
+    commands = {
+        "throughput": throughput,
+        "limits": limits,
+        "kernels": kernels,
+        "growth": growth,
+        "profile": profile,
+    }
+    parser.add_argument("what", choices=[*commands, "_child"])
     parser.add_argument("rest", nargs="*")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--threads", type=int, default=2)
@@ -410,14 +406,7 @@ def main() -> None:
     if args.what == "_child":
         _child(int(args.rest[0]), int(args.rest[1]), args.rest[2])
         return
-    run_what = {
-        "throughput": throughput,
-        "limits": limits,
-        "kernels": kernels,
-        "growth": growth,
-        "profile": profile,
-    }
-    run_what[args.what](args)
+    commands[args.what](args)
 
 
 if __name__ == "__main__":
