@@ -447,19 +447,21 @@ def seed_table(
     frame = pd.DataFrame(records)
     # folders (``source``) keep the order they were given in; other keys sort by value, as
     # numbers when every value is one (batch sizes 2 < 16, not "16" < "2")
-    sort_cols = ["_sev", "_order"]
-    helpers = ["_sev", "_order"]
     frame["_sev"] = -frame["severity"].fillna(-1)
+    sort_cols = ["_sev", "_order"]
+    helpers = list(sort_cols)
     for i, k in enumerate(by):
+        helper = f"_by{i}"
         if k == "source":
             sources = dict.fromkeys(key_value(run, "source", labels) for run in runs)
-            frame[f"_by{i}"] = frame["source"].map({name: j for j, name in enumerate(sources)})
+            frame[helper] = frame["source"].map({name: j for j, name in enumerate(sources)})
         elif k != "method":
             numbers = pd.to_numeric(frame[k], errors="coerce")  # "NaN" too; it sorts last
             if (numbers.notna() | frame[k].astype(str).str.lower().eq("nan")).all():
-                frame[f"_by{i}"] = numbers
-        sort_cols.append(f"_by{i}" if f"_by{i}" in frame else k)
-        helpers += [f"_by{i}"] if f"_by{i}" in frame else []
+                frame[helper] = numbers
+        if helper in frame:
+            helpers.append(helper)
+        sort_cols.append(helper if helper in frame else k)
     sort_cols.append("seed")
     frame = frame.sort_values(sort_cols, kind="stable").drop(columns=helpers)
     frame = frame.reset_index(drop=True)

@@ -39,12 +39,12 @@ def resolve_device(spec: str | torch.device = "cpu") -> torch.device:
         return _configure(torch.device("cuda")) if _cuda_count() > 0 else torch.device("cpu")
     device = torch.device(text)
     if device.type == "cuda":
-        if _cuda_count() == 0:
+        count = _cuda_count()
+        if count == 0:
             raise ValueError(
                 f"device: {text!r} needs an NVIDIA GPU, but this torch build ({torch.__version__}) "
                 "sees none; use --device cpu (or auto, which falls back to the CPU)"
             )
-        count = _cuda_count()
         if device.index is not None and device.index >= count:
             raise ValueError(
                 f"device: {text!r} asks for GPU {device.index}, but torch sees {count} "

@@ -52,10 +52,11 @@ def model_fingerprint(model: nn.Module) -> str:
     on a GPU are never served to a CPU run, or the other way round.
     """
     digest = hashlib.blake2b(digest_size=16)
-    devices = {t.device.type for t in model.state_dict().values()} - {"cpu"}
+    state = model.state_dict()
+    devices = {t.device.type for t in state.values()} - {"cpu"}
     if devices:  # CPU fingerprints stay what they were before GPUs were supported
         digest.update(f"device:{','.join(sorted(devices))};".encode())
-    for name, tensor in sorted(model.state_dict().items()):
+    for name, tensor in sorted(state.items()):
         channels_last = tensor.ndim == 4 and tensor.is_contiguous(memory_format=torch.channels_last)
         t = tensor.detach().cpu().contiguous()
         layout = "cl" if channels_last and not tensor.is_contiguous() else "c"
