@@ -225,9 +225,11 @@ def run_scenario(
             pretrained=scenario.cloud.teacher_pretrained,
         ).to(compute)
     source_state = get_norm_state(edge_model)
-    adapter = adapter_cls(
-        copy.deepcopy(edge_model).to(compute), teacher, scenario.cloud.params(), num_classes, seed
-    )
+    picker = scenario.policy.name  # the policy choosing uploads (a budget's inner one)
+    if picker == "budget":
+        picker = scenario.policy.params().inner  # type: ignore[attr-defined]
+    params = adapter_cls.for_upload_policy(scenario.cloud.params(), picker)
+    adapter = adapter_cls(copy.deepcopy(edge_model).to(compute), teacher, params, num_classes, seed)
     env = simpy.Environment()
     recorder = EventRecorder()
     net = scenario.network

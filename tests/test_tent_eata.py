@@ -88,6 +88,11 @@ def test_tent_defaults_follow_the_official_cifar10_config_and_edge_uses_batch_st
     tent = make("tent")
     assert isinstance(tent._optimizer, torch.optim.Adam)
     assert tent._optimizer.defaults["betas"] == (0.9, 0.999)
+    # the SGD choice: Tent's conf.py uses Nesterov momentum, EATA's release plain momentum
+    sgd = make("tent", optimizer="sgd")._optimizer.defaults
+    assert (sgd["momentum"], sgd["nesterov"], sgd["dampening"]) == (0.9, True, 0)
+    assert not make("eata")._optimizer.defaults["nesterov"]
+    assert not make("tent", optimizer="sgd", momentum=0.0)._optimizer.defaults["nesterov"]
 
 
 @pytest.mark.parametrize("name", ["tent", "eata"])
@@ -195,6 +200,27 @@ def test_eata_adapter_steps_only_on_kept_samples_with_weighted_entropy() -> None
     assert (reliable, kept) == (int(chosen.reliable.sum()), int(chosen.kept.sum()))
 
 
+def test_eata_behind_its_own_upload_filter_steps_on_every_upload() -> None:
+    resolve = EataAdapter.for_upload_policy
+    assert resolve(None, "eata").cloud_filter is False  # the devices filtered already
+    assert resolve(None, "all").cloud_filter is True
+    assert resolve(EataAdapter.Config(cloud_filter=True), "eata").cloud_filter is True
+    assert resolve(EataAdapter.Config(cloud_filter=False), "all").cloud_filter is False
+    assert ADAPTERS.get("tent").for_upload_policy(None, "eata") is None  # nothing to resolve
+
+    x = images(16, 0)  # untrained tiny model: every entropy > E_0, so the filter keeps nothing
+    assert make("eata", batch_size=16, fisher_alpha=0.0).observe(0, x).steps == 0
+    unfiltered = make("eata", batch_size=16, fisher_alpha=0.0, cloud_filter=False)
+    stats = unfiltered.observe(0, x)
+    model = tiny_model(1)
+    with torch.no_grad(), use_batch_statistics(model):
+        entropy = softmax_entropy(model(x))
+    expected = float((torch.exp(E0 - entropy) * entropy).mean())
+    assert stats.steps == 1 and stats.samples == 16
+    assert stats.loss == pytest.approx(expected, rel=1e-5)
+    assert unfiltered.filter_counts(0) == (16, 16)
+
+
 def test_eata_fisher_is_estimated_from_first_uploads_at_the_source_and_anchors_updates() -> None:
     eata = make("eata", logit_scale=30.0, batch_size=16, fisher_samples=16, lr=0.05)
     x = images(16, 0)
@@ -260,6 +286,7 @@ def test_eata_policy_uploads_what_the_filter_keeps_with_reasons() -> None:
         ("cloud.eata.d_margin=0", "cloud.eata.d_margin"),
         ("cloud.eata.fisher_alpha=-1", "cloud.eata.fisher_alpha"),
         ("cloud.eata.e0_factor=1.5", "cloud.eata.e0_factor"),
+        ("cloud.eata.cloud_filter=maybe", "cloud.eata.cloud_filter"),
         ("cloud.tent.optimizer=rmsprop", "cloud.tent.optimizer"),
         ("cloud.tent.lr=0", "cloud.tent.lr"),
         ("cloud.tent.momentum=1", "cloud.tent.momentum"),
@@ -304,3 +331,21 @@ def test_tiny_scenario_runs_end_to_end(adapter: str, policy: str) -> None:
         assert s["uploaded_samples"] == s["samples"]
     else:
         assert 0 < s["uploaded_samples"] < s["samples"]
+
+
+def test_a_run_resolves_the_eata_cloud_filter_from_the_upload_policy() -> None:
+    data = tiny_scenario_dict(
+        dataset__size=64, stream__samples_per_device=64, stream__segment_samples=32
+    )
+    base = ["cloud.adapter=eata", "cloud.eata.batch_size=16", "cloud.eata.fisher_alpha=0"]
+
+    def updates(*overrides: str) -> tuple[int, float]:
+        s = run_scenario(scenario_from_dict(data, [*base, *overrides])).summary
+        return s["updates"], s["mean_entropy"]
+
+    behind_eata = updates("policy.name=eata")
+    assert behind_eata == updates("policy.name=eata", "cloud.eata.cloud_filter=false")
+    budget = ["policy.name=budget", "policy.budget.inner=eata", "policy.budget.burst_s=1000"]
+    assert updates(*budget) == updates(*budget, "cloud.eata.cloud_filter=false")
+    # filtering the uploads again steps on fewer of them: the edge learns something else
+    assert updates("policy.name=eata", "cloud.eata.cloud_filter=true") != behind_eata

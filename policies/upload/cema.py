@@ -18,7 +18,8 @@ Per edge batch, in this order (``codebase/core/tta/cema.py``: ``EntropyCriterion
 
 Defaults follow the paper and fleetsim's DESIGN.md where the released ``conf/cema.conf`` differs:
 the release disables the low-informative filter (``ent_low_margin: null``) and the dynamic
-threshold (``warm_up_batch_size: null``) and sets ``lambda`` (``ent_high_margin_coeff``) to 0.6;
+threshold (``warm_up_batch_size: null``); its ``lambda`` (``ent_high_margin_coeff``) of 0.6 applies
+only after a warm-up, which a null warm-up never ends, so the released filter is the static ``E_0``;
 here ``e_min = 0.02``, ``dynamic = True`` and ``lambda = 1.0``. The redundancy filter is not part of
 the paper's method and is off by default: the release enables it with ``d_margin: 0.05``, a margin
 tuned for ImageNet's 1,000 classes; with 10 classes ``|cos(p_avg, p)|`` of a confident prediction is

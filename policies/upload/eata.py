@@ -6,7 +6,8 @@ predictions: reliable (``H < E_0``, ``E_0 = e0_factor * ln C``) and not redundan
 probabilities (the first batch's reliable samples are all uploaded and start it; then
 ``p_avg <- m p_avg + (1 - m) mean(p_uploaded)``). The selection is
 :func:`simulator.adaptation.eata.eata_filter`, the one the ``eata`` cloud adapter uses, so a
-benchmark compares CEMA's upload count with EATA's filter on equal terms. Defaults are EATA's
+benchmark compares CEMA's upload count with EATA's filter on equal terms. Behind this policy the
+``eata`` cloud adapter steps on every upload without filtering again (``cloud_filter: auto``). Defaults are EATA's
 CIFAR-10 setting (``d_margin = 0.4``; see ``simulator/adaptation/eata.py``). Unlike CEMA's
 policy there is no dynamic threshold and no low-informative bound.
 """

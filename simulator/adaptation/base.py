@@ -116,6 +116,12 @@ class CloudAdapter(ABC):
         """How the edge normalises under ``config`` (known before the adapter is built)."""
         return cls.edge_norm
 
+    @classmethod
+    def for_upload_policy(cls, config: BaseModel | None, policy: str) -> BaseModel | None:
+        """``config`` with the choices that depend on how devices pick their uploads resolved
+        (``policy``: the upload policy that picks them; inside ``budget``, its inner policy)."""
+        return config
+
     @abstractmethod
     def observe(self, scope: Hashable, images: torch.Tensor) -> AdaptStats:
         """Learn from the uploads (n, 3, H, W) float in [0, 1] of one edge batch of one device."""

@@ -2,7 +2,8 @@
 ICML 2022; official code mr-eggplant/EATA), run without a teacher over the uploaded samples.
 
 Per full cloud batch of ``batch_size`` uploads (FIFO, carry-over as in Tent), with BN normalising
-by the batch's statistics (the whole batch is forwarded, as released):
+by the batch's statistics (the whole batch is forwarded, as released), filtered as in the release
+(``cloud_filter: true``; ``auto`` resolves to it behind any upload policy but ``eata``):
 
 1. reliable: keep ``H < E_0``, ``E_0 = e0_factor * ln C`` (paper Eqn. 3, ``e_margin``);
 2. non-redundant (Eqns. 4-5): keep reliable samples with ``|cos(p_avg, p_i)| < d_margin``, where
@@ -12,6 +13,15 @@ by the batch's statistics (the whole batch is forwarded, as released):
 3. loss ``mean_kept exp(E_0 - H_i) H_i`` (weights detached) ``+ fisher_alpha *
    sum_k F_k (theta_k - theta0_k)^2`` over the BN affine, ``theta0`` the source affine (Eqns. 6-9);
    no step when no sample is kept.
+
+Filtered once. Behind the ``eata`` upload policy the devices have already applied steps 1-2 to
+their own predictions (with their own ``p_avg``) and upload only what they keep, so
+``cloud_filter: auto`` resolves to ``false``: every upload enters the loss of step 3. That is how
+CEMA's cloud-edge EATA baseline runs (chenyaofo/CEMA, ``codebase/core/tta/eata.py``: filter the
+batch, then forward and step on the kept samples only, so BN normalises with their statistics).
+Filtering the uploads a second time on the cloud (``true``, fleetsim before 2026-11-30) drops
+samples the devices chose, by a cloud ``p_avg`` of its own. An adapter built without a scenario
+treats ``auto`` as ``true``.
 
 Fisher information. The released ``main.py`` estimates it before adaptation from clean source
 samples (``fisher_size = 2000``), each batch's squared gradient of the cross-entropy to the
@@ -46,7 +56,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 from torch.func import functional_call
 
@@ -138,6 +148,29 @@ class EataAdapter(EntropyAdapter):
         fisher_samples: int = Field(
             2000, gt=0, description="First uploads per scope used to estimate the Fisher."
         )
+        cloud_filter: bool | Literal["auto"] = Field(
+            "auto",
+            description="Filter each cloud batch (reliable, non-redundant) before the step: true, "
+            "false, or auto: false when the devices already upload by EATA's filter (policy "
+            "eata), true otherwise.",
+        )
+
+        @field_validator("cloud_filter", mode="before")
+        @classmethod
+        def _true_false_or_auto(cls, value: object) -> object:
+            words = {
+                "true": True,
+                "on": True,
+                "yes": True,
+                "false": False,
+                "off": False,
+                "no": False,
+            }
+            if isinstance(value, bool) or value == "auto":
+                return value
+            if isinstance(value, str) and value.lower() in words:
+                return words[value.lower()]
+            raise ValueError("should be true, false or auto")
 
     def __init__(
         self,
@@ -151,6 +184,15 @@ class EataAdapter(EntropyAdapter):
         cfg: EataAdapter.Config = self.config  # type: ignore[assignment]
         self.e0 = cfg.e0_factor * math.log(num_classes)
         self._anchor = [self._source_state[name].clone() for name in self._param_names]
+
+    @classmethod
+    def for_upload_policy(cls, config: BaseModel | None, policy: str) -> BaseModel | None:
+        """Resolve ``cloud_filter: auto``: false behind the ``eata`` upload policy (the device has
+        applied the same filter), true behind any other."""
+        cfg = config if config is not None else cls.Config()
+        if cfg.cloud_filter != "auto":  # type: ignore[attr-defined]
+            return cfg
+        return cfg.model_copy(update={"cloud_filter": policy != "eata"})
 
     def _new_scope(self) -> EataScope:
         return EataScope(norm={k: v.clone() for k, v in self._source_state.items()})
@@ -205,6 +247,10 @@ class EataAdapter(EntropyAdapter):
         cfg: EataAdapter.Config = self.config  # type: ignore[assignment]
         assert isinstance(state, EataScope)
         entropy = softmax_entropy(logits)
+        if cfg.cloud_filter is False:  # the devices filtered: every upload counts
+            state.reliable_samples += len(entropy)
+            state.kept_samples += len(entropy)
+            return self._weighted_entropy(state, entropy)
         selected = eata_filter(
             logits.softmax(dim=1),
             entropy,
@@ -219,8 +265,12 @@ class EataAdapter(EntropyAdapter):
         state.kept_samples += int(selected.kept.sum())
         if not bool(selected.kept.any()):
             return None
-        kept_entropy = entropy[selected.kept]
-        loss = (entropy_weights(kept_entropy, self.e0) * kept_entropy).mean()
+        return self._weighted_entropy(state, entropy[selected.kept])
+
+    def _weighted_entropy(self, state: EataScope, entropy: torch.Tensor) -> torch.Tensor:
+        """``mean exp(E_0 - H) H`` over ``entropy`` plus the Fisher penalty."""
+        cfg: EataAdapter.Config = self.config  # type: ignore[assignment]
+        loss = (entropy_weights(entropy, self.e0) * entropy).mean()
         if cfg.fisher_alpha and state.fisher_sum is not None:
             penalty = sum(
                 ((total / state.fisher_batches) * (param - anchor.to(param)).square()).sum()
