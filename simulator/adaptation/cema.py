@@ -15,6 +15,9 @@ Per full cloud batch of ``batch_size`` uploads (FIFO, remainders carried over to
 When a call yields no full batch and more than ``replay_min`` uploads are stored, one replay-only
 step on ``replay_only_batch`` replayed uploads (no teacher step). Uploads enter the replay buffer
 before the batches are formed, so replayed samples may include the current ones (as released).
+A call is one upload message (or the messages ``cloud.gather`` serves together): the released loop
+runs once per edge batch and so also takes a replay-only step after a batch that uploaded nothing,
+but a cloud learns of an edge batch only from its upload, so here such a batch adds no step.
 
 How BN normalises, three ways (``edge_norm``). The released code (``codebase/core/tta/cema.py``,
 ``conf/cema.conf``, ``is_tbr: true``) replaces every BN forward of edge and teacher with batch
