@@ -3,6 +3,10 @@
 ``load_runs`` gives one row per run: the run's swept overrides as columns named by their dotted key
 (``network.uplink_mbps``, ``policy.name``, ``seed``) and every scalar number of its summary.json.
 ``load_events`` concatenates the runs' events.parquet with the same identifying columns.
+
+A swept key may take list values (``stream.corruptions=[[fog],[contrast]]``); such a value is a
+:class:`ListValue`, a tuple that pandas can hash (group, sort, count) and that prints as the list it
+came from (``[fog]``), so it labels figures and tables readably.
 """
 
 from __future__ import annotations
@@ -32,11 +36,33 @@ def run_dirs(runs_dir: str | Path) -> list[Path]:
     return found
 
 
+class ListValue(tuple):
+    """A list-valued swept override as a hashable tuple that prints like the list: ``[0.5, 2]``."""
+
+    __slots__ = ()
+
+    def __str__(self) -> str:
+        return "[" + ", ".join(str(v) for v in self) + "]"
+
+    __repr__ = __str__
+
+
+def hashable(value: Any) -> Any:
+    """``value`` with lists as :class:`ListValue` (nested too) and mappings as sorted JSON text,
+    so that a column of swept values can be grouped, sorted and counted."""
+    if isinstance(value, (list, tuple)):
+        return ListValue(hashable(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
 def _params(run_dir: Path) -> dict[str, Any]:
     try:
-        return dict(json.loads((run_dir / RUN_INFO).read_text()).get("params", {}))
+        params = dict(json.loads((run_dir / RUN_INFO).read_text()).get("params", {}))
     except (OSError, ValueError):
         return {}
+    return {key: hashable(value) for key, value in params.items()}
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
@@ -92,8 +118,21 @@ def load_events(
         events = events.assign(run=run_dir.name, policy=summary.get("policy"))
         for key, value in _params(run_dir).items():
             if key not in events:
-                events[key] = value if not isinstance(value, list) else str(value)
+                events[key] = str(value) if isinstance(value, tuple) else value
         frames.append(events)
     if not frames:
         raise FileNotFoundError(f"no events for runs {runs} in {runs_dir}")
     return pd.concat(frames, ignore_index=True)
+
+
+def check_out_folder(out: str | Path, option: str = "--out") -> Path:
+    """``out`` as a folder to write into: refused (ValueError) when it, or a folder above it, is an
+    existing file, so a command fails before computing anything."""
+    out = Path(out)
+    for path in (out, *out.parents):
+        if path.exists() and not path.is_dir():
+            what = "is an existing file" if path == out else f"lies under {path}, a file"
+            raise ValueError(
+                f"{option} {out} {what}, not a folder: give a folder path (created if missing)"
+            )
+    return out

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.plots import student_t_two_sided_p, t_interval
-from analysis.tta import METHOD_LABELS, Protocol, TableError, seed_table
+from analysis.tta import METHOD_LABELS, Protocol, TableError, method_names, seed_table
 
 __all__ = ["PairedComparison", "describe", "paired_comparison"]
 
@@ -123,13 +123,17 @@ def _signs(a: np.ndarray, b: np.ndarray, tolerance: float = 1e-9) -> tuple[int, 
     return lower, int(len(diff)) - lower - higher, higher
 
 
+def _methods(n: int) -> str:
+    return f"{n} method" if n == 1 else f"{n} methods"
+
+
 def _pick(name: str | None, frame: pd.DataFrame, side: str, labels: Mapping[str, str]) -> str:
     available = list(dict.fromkeys(frame["method"]))
     if name is not None:
         return _resolve(name, available, labels)
     if len(available) != 1:
         raise TableError(
-            f"{side}'s runs hold {len(available)} methods ({', '.join(available)}): name one"
+            f"{side}'s runs hold {_methods(len(available))} ({', '.join(available)}): name one"
         )
     return available[0]
 
@@ -164,9 +168,16 @@ def paired_comparison(
     :class:`TableError` when a method is missing or the two share no seed.
     """
     paths = list(paths)
+    baseline = None if baseline is None else list(baseline)
     labels = labels or {}
     by = [k for k in by if k != "method"]
     keys = ["method", *by]
+    # named methods must exist before the table is built: a missing one is the first thing to say
+    # (the table would otherwise fail on another method's runs, e.g. a key to add to --by)
+    if a is not None:
+        _resolve(a, method_names(paths, labels), labels)
+    if b is not None:
+        _resolve(b, method_names(paths if baseline is None else baseline, labels), labels)
     frame_a = seed_table(paths, by=keys, labels=labels, protocol=protocol)
     if baseline is None:
         frame_b = frame_a
@@ -174,8 +185,11 @@ def paired_comparison(
         if a is None and b is None:
             if len(available) != 2:
                 raise TableError(
-                    f"the runs hold {len(available)} methods ({', '.join(available)}): name the "
-                    "two to compare"
+                    f"the runs hold {_methods(len(available))} ({', '.join(available)}): "
+                    "name the two to compare (--a and --b)"
+                    if len(available) > 2
+                    else f"the runs hold {_methods(len(available))} ({', '.join(available)}): "
+                    "a comparison needs two; add the other method's runs (or --baseline FOLDER)"
                 )
             b, a = available
         elif a is None or b is None:

@@ -41,6 +41,10 @@ POLICY_STYLE = {
     "random": ("#E69F00", "^"),
     "cema": ("#D55E00", "o"),
 }
+POLICY_STYLE.update(  # method labels (analysis.tta.METHOD_LABELS) look like their policies
+    {"Source": POLICY_STYLE["none"], "Upload-all": POLICY_STYLE["all"]}
+    | {"Random": POLICY_STYLE["random"], "CEMA": POLICY_STYLE["cema"]}
+)
 
 # (axis label with unit, factor from the stored unit)
 QUANTITIES: dict[str, tuple[str, float]] = {
@@ -100,13 +104,21 @@ def paper_style() -> Iterator[None]:
 
 
 def series_style(name: str, i: int) -> tuple[str, str]:
-    """Colour and marker of a series: fixed per known policy, else by position."""
-    return POLICY_STYLE.get(name, (OKABE_ITO[i % len(OKABE_ITO)], MARKERS[i % len(MARKERS)]))
+    """Colour and marker of a series: fixed per known policy, else by position among the colours
+    that no known policy has (so BN adapt is never drawn in CEMA's colour)."""
+    if name in POLICY_STYLE:
+        return POLICY_STYLE[name]
+    fixed = {colour for colour, _ in POLICY_STYLE.values()}
+    free = [c for c in OKABE_ITO if c not in fixed]
+    return free[i % len(free)], MARKERS[i % len(MARKERS)]
 
 
 def _ordered(values: pd.Series) -> list:
+    """Series names in plotting order: known policies, then known method labels, then by text."""
+    from analysis.tta import METHOD_ORDER  # here: analysis.tta imports this module
+
     seen = list(dict.fromkeys(values.dropna().tolist()))
-    rank = {p: i for i, p in enumerate(POLICY_ORDER)}
+    rank = {p: i for i, p in enumerate([*POLICY_ORDER, *METHOD_ORDER])}
     return sorted(seen, key=lambda v: (rank.get(v, len(rank)), str(v)))
 
 
@@ -267,33 +279,52 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 def sweep_curve(
     runs: pd.DataFrame, x: str | None = None, metric: str = "accuracy", hue: str = "policy.name"
 ) -> Figure:
-    """``metric`` vs a swept key: mean over seeds with a 95% Student-t confidence band."""
+    """``metric`` vs a swept key: mean over seeds with a 95% Student-t confidence band.
+
+    A key with numbers is a numeric axis; one with other values (lists such as
+    ``stream.corruptions``, names) is placed at even positions in sorted order, labelled by value.
+    """
+    swept = [k for k in runs.attrs.get("swept", []) if k in runs]
+    if x is not None and x not in swept:
+        raise ValueError(
+            f"x key {x!r} is not swept in these runs; swept keys: {', '.join(swept) or 'none'} "
+            "(choose one with --x)"
+        )
     x = x or _other_swept(runs, hue)
-    if x is None or x not in runs:
-        swept = runs.attrs.get("swept", [])
-        raise ValueError(f"no swept key to put on the x axis; choose one with --x (swept: {swept})")
+    if x is None:
+        raise ValueError(
+            f"no swept key besides the series ({hue}) and the seed to put on the x axis "
+            f"(swept: {', '.join(swept) or 'none'}); choose one with --x"
+        )
+    metrics = metric_columns(runs)
+    if metric not in metrics:
+        raise ValueError(
+            f"unknown metric {metric!r}; metrics of these runs: {', '.join(metrics) or 'none'}"
+        )
     x_label, x_scale = quantity(x)
     y_label, y_scale = quantity(metric)
+    values = _sorted_values(runs[x])
+    numeric = all(_is_number(v) for v in values)
+    position = {v: float(v) * x_scale if numeric else float(j) for j, v in enumerate(values)}
     hues = _ordered(runs[hue]) if hue in runs else [None]
     with paper_style():
         fig, (ax,) = _figure()
         for i, name in enumerate(hues):
             rows = runs if name is None else runs[runs[hue] == name]
-            stats = [
-                (float(xv) * x_scale, *t_interval(g[metric].to_numpy() * y_scale))
-                for xv, g in rows.groupby(x, sort=True)
-            ]
+            stats = sorted(
+                (position[xv[0]], *t_interval(g[metric].to_numpy(dtype=float) * y_scale))
+                for xv, g in rows.groupby([x], sort=False)
+            )
             xs, means, halves = (np.asarray(v) for v in zip(*stats, strict=True))
             colour, marker = series_style(str(name), i)
             ax.plot(xs, means, color=colour, marker=marker, label=str(name))
             ax.fill_between(xs, means - halves, means + halves, color=colour, alpha=0.2, lw=0)
-        xs_all = runs[x].astype(float) * x_scale
-        if xs_all.min() > 0 and xs_all.max() / xs_all.min() >= 10:
+        ticks = [position[v] for v in values]
+        if numeric and min(ticks) > 0 and max(ticks) / min(ticks) >= 10:
             ax.set_xscale("log")
             ax.minorticks_off()
-        ticks = sorted(xs_all.unique())
-        if len(ticks) <= 8:
-            ax.set_xticks(ticks, [_format_tick(t) for t in ticks])
+        if len(ticks) <= 8 or not numeric:
+            ax.set_xticks(ticks, [_format_tick(v * x_scale if numeric else v) for v in values])
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
         if hues != [None]:
@@ -306,9 +337,41 @@ def _format_tick(value: object) -> str:
     return f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
 
 
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_))
+
+
+def _sorted_values(column: pd.Series) -> list:
+    """The distinct values of a column (lists included, see ``analysis.load.ListValue``), sorted;
+    by their text when they cannot be compared."""
+    values = list(dict.fromkeys(column.dropna().tolist()))
+    try:
+        return sorted(values)
+    except TypeError:  # mixed types
+        return sorted(values, key=str)
+
+
+def metric_columns(runs: pd.DataFrame) -> list[str]:
+    """The numeric summary fields of the runs (not the swept keys): what a sweep plot can show."""
+    skip = {*runs.attrs.get("swept", []), "run", "path", "seed"}
+    return [
+        c
+        for c in runs.columns
+        if c not in skip
+        and pd.api.types.is_numeric_dtype(runs[c])
+        and not pd.api.types.is_bool_dtype(runs[c])
+    ]
+
+
+#: Keys that make the series (the method: cloud adapter with upload policy), never a sweep axis.
+SERIES_KEYS = ("policy.name", "policy", "cloud.adapter", "adapter", "method")
+
+
 def _other_swept(runs: pd.DataFrame, hue: str) -> str | None:
     for key in runs.attrs.get("swept", []):
-        if key not in (hue, "seed") and runs[key].nunique() > 1:
+        if key in (hue, "seed", *SERIES_KEYS) or key not in runs:
+            continue
+        if runs[key].nunique() > 1:
             return key
     return None
 
@@ -406,7 +469,7 @@ def devices(events: pd.DataFrame, bins: int = 30) -> Figure:
             extent=(edges[0], edges[-1], n - 0.5, -0.5),
             interpolation="nearest",
         )
-        ax.set_yticks(range(n), [str(d) for d in grid.index])
+        ax.set_yticks(range(n), [_format_tick(d) for d in grid.index])  # 0, not 0.0
         ax.grid(False)
         ax.set_xlabel("simulated time (s)")
         ax.set_ylabel("device")

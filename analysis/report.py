@@ -1,9 +1,14 @@
 """Figures and tables of a sweep into one folder (``fleetsim plot`` / ``fleetsim report``).
 
+The series of every figure is the method: the upload policy (``policy.name``) when all runs share
+one cloud adapter, else the method label from adapter and policy (``Source``, ``BN adapt``,
+``CEMA``; see :data:`analysis.tta.METHOD_LABELS`), kept in a ``method`` column.
+
 Run-level figures (timeline, devices, cloud) need a choice of runs from a sweep: the *reference
-point* takes, for each swept key other than the policy and the seed, its middle value; the timeline
-then pools all seeds per policy there, and devices/cloud show one run (the last policy in plotting
-order, first seed).
+point* takes, for each other swept key but the seed, its middle value (among the values that every
+method has, when there are such); keys that follow the method (zipped with it) are left as they
+are. The timeline then pools all seeds per method there, and devices/cloud show one run (the last
+method in plotting order, first seed). Each of these figures names its choice in its title.
 """
 
 from __future__ import annotations
@@ -12,72 +17,147 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure
 
 from analysis import plots, tables
-from analysis.load import load_events, load_runs, read_config
+from analysis.load import check_out_folder, load_events, load_runs, read_config
+from analysis.tta import METHOD_LABELS
 
 KINDS = ("pareto", "sweep", "timeline", "devices", "cloud")
 HUE = "policy.name"
+METHOD = "method"
 
 
-def reference_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Runs at the reference point (middle value of every swept key but policy and seed)."""
+def with_methods(runs: pd.DataFrame) -> pd.DataFrame:
+    """``runs`` with a ``method`` column: the method label from the summary's adapter and policy
+    (or the swept ``cloud.adapter`` / ``policy.name``), e.g. ``CEMA`` for cema/cema."""
+    runs = runs.copy()
+    adapters = _column(runs, "adapter", "cloud.adapter")
+    policies = _column(runs, "policy", HUE)
+    runs[METHOD] = [
+        METHOD_LABELS.get((str(a), str(p)), f"{a}/{p}")
+        for a, p in zip(adapters, policies, strict=True)
+    ]
+    return runs
+
+
+def _column(runs: pd.DataFrame, *names: str) -> list:
+    for name in names:
+        if name in runs:
+            return runs[name].tolist()
+    return [None] * len(runs)
+
+
+def series_key(runs: pd.DataFrame) -> str:
+    """``method`` when the runs hold more than one cloud adapter, else ``policy.name``."""
+    adapters = {str(a) for a in _column(runs, "adapter", "cloud.adapter") if a is not None}
+    return METHOD if len(adapters) > 1 and METHOD in runs else HUE
+
+
+def _equal(column: pd.Series, value: Any) -> pd.Series:
+    """Element-wise ``column == value``; a list value (a tuple) is compared whole, not per item."""
+    return column.map(lambda v: bool(v == value)).astype(bool)
+
+
+def reference_runs(runs: pd.DataFrame, hue: str | None = None) -> pd.DataFrame:
+    """Runs at the reference point: every method (``hue``) and seed, and for each other swept key
+    its middle value; ``attrs["reference"]`` maps those keys to the values chosen."""
+    hue = hue or (series_key(runs) if METHOD in runs else HUE)
     chosen = runs
+    reference: dict[str, Any] = {}
     for key in runs.attrs.get("swept", []):
-        if key in (HUE, "seed") or key not in runs:
+        if key in (hue, "seed", *plots.SERIES_KEYS) or key not in runs:
             continue
-        values = runs[key].dropna().unique().tolist()
-        try:
-            values.sort()
-        except TypeError:  # mixed types: order by text
-            values.sort(key=str)
-        chosen = chosen[chosen[key] == values[len(values) // 2]]
+        values = plots._sorted_values(chosen[key])
+        if len(values) < 2:
+            continue
+        if hue in chosen:
+            per_series = [set(g[key].dropna().tolist()) for _, g in chosen.groupby(hue)]
+            if all(len(v) <= 1 for v in per_series):
+                continue  # follows the method (zipped with it): keep every method
+            common = set.intersection(*per_series)
+            values = [v for v in values if v in common] or values
+        value = values[len(values) // 2]
+        reference[key] = value
+        chosen = chosen[_equal(chosen[key], value)]
     chosen = chosen.copy()
-    chosen.attrs = runs.attrs
+    chosen.attrs = {**runs.attrs, "reference": reference}
     return chosen
 
 
-def representative_run(runs: pd.DataFrame) -> str:
-    """One run of the reference point: the last policy in plotting order, lowest seed."""
-    chosen = reference_runs(runs)
-    if HUE in chosen:
-        last = plots._ordered(chosen[HUE])[-1]
-        chosen = chosen[chosen[HUE] == last]
+def representative_run(runs: pd.DataFrame, hue: str | None = None) -> str:
+    """One run of the reference point: the last method in plotting order, lowest seed."""
+    hue = hue or (series_key(runs) if METHOD in runs else HUE)
+    chosen = reference_runs(runs, hue)
+    if hue in chosen:
+        last = plots._ordered(chosen[hue])[-1]
+        chosen = chosen[chosen[hue] == last]
     if "seed" in chosen:
         chosen = chosen.sort_values("seed")
     return str(chosen["run"].iloc[0])
+
+
+def reference_note(chosen: pd.DataFrame, run: str | None = None, hue: str = HUE) -> str:
+    """The title of a run-level figure: which run (method, seed) and swept values it shows."""
+    parts = []
+    if run is not None:
+        row = chosen[chosen["run"] == run].iloc[0]
+        if hue in chosen:
+            parts.append(str(row[hue]))
+        if "seed" in chosen:
+            parts.append(f"seed {row['seed']}")
+    values = [f"{k} = {plots._format_tick(v)}" for k, v in chosen.attrs["reference"].items()]
+    if values:
+        parts.append("at " + ", ".join(values))
+    return ", ".join(parts)
+
+
+def _titled(fig: Figure, note: str) -> Figure:
+    if note:
+        fig.axes[0].set_title(note, fontsize=6, loc="left")
+        fig.tight_layout()
+    return fig
 
 
 def figure(runs_dir: str | Path, kind: str, x: str | None = None, metric: str = "accuracy"):
     """Build one figure of ``kind`` from the runs under ``runs_dir``; returns (Figure, stem)."""
     if kind not in KINDS:
         raise ValueError(f"unknown plot kind {kind!r}; allowed: {', '.join(KINDS)}")
-    runs = load_runs(runs_dir)
+    runs = with_methods(load_runs(runs_dir))
+    hue = series_key(runs)
     if kind == "pareto":
-        return plots.pareto(runs, hue=HUE), "pareto"
+        return plots.pareto(runs, hue=hue), "pareto"
     if kind == "sweep":
-        fig = plots.sweep_curve(runs, x=x, metric=metric, hue=HUE)
+        fig = plots.sweep_curve(runs, x=x, metric=metric, hue=hue)
         return fig, f"sweep_{metric}"
+    methods = dict(zip(runs["run"], runs[METHOD], strict=True))
+    chosen = reference_runs(runs, hue)
     if kind == "timeline":
-        names = reference_runs(runs)["run"].tolist()
-        return plots.timeline(load_events(runs_dir, names, kinds=["sample"])), "timeline"
-    name = representative_run(runs)
+        events = load_events(runs_dir, chosen["run"].tolist(), kinds=["sample"])
+        events[METHOD] = events["run"].map(methods)
+        fig = plots.timeline(events, hue=METHOD if hue == METHOD else "policy")
+        return _titled(fig, reference_note(chosen, hue=hue)), "timeline"
+    name = representative_run(runs, hue)
+    note = reference_note(chosen, name, hue)
     if kind == "devices":
-        return plots.devices(load_events(runs_dir, [name], kinds=["sample"])), "devices"
+        fig = plots.devices(load_events(runs_dir, [name], kinds=["sample"]))
+        return _titled(fig, note), "devices"
     path = runs.loc[runs["run"] == name, "path"].iloc[0]
     cloud = read_config(path)["cloud"]
     events = load_events(runs_dir, [name])
     fig = plots.cloud(events, ms_per_step=cloud["ms_per_step"], workers=cloud["workers"])
-    return fig, "cloud"
+    return _titled(fig, note), "cloud"
 
 
 def draw(
     runs_dir: str | Path, kind: str, out: str | Path, x: str | None = None, metric: str = "accuracy"
 ) -> list[Path]:
     """One figure as PDF + PNG into ``out``."""
+    check_out_folder(out)
     fig, stem = figure(runs_dir, kind, x=x, metric=metric)
     try:
         return plots.save(fig, out, stem)
@@ -92,14 +172,14 @@ def build_report(runs_dir: str | Path, out: str | Path) -> list[Path]:
     are written into a staging folder beside ``out`` first, so a figure that fails halfway leaves
     ``out`` as it was. Files of ``out`` that the report does not write are left alone.
     """
-    runs = load_runs(runs_dir)
-    out = Path(out)
+    out = check_out_folder(out)
+    runs = with_methods(load_runs(runs_dir))
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
         written: list[Path] = []
         kinds = ["pareto", "timeline", "devices", "cloud"]
-        if plots._other_swept(runs, HUE):
+        if plots._other_swept(runs, series_key(runs)):
             kinds.insert(1, "sweep")
         for kind in kinds:
             metrics = ["accuracy", "upload_bytes"] if kind == "sweep" else ["accuracy"]

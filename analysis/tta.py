@@ -286,6 +286,19 @@ def key_value(run: RunRecord, key: str, labels: Mapping[str, str] | None = None)
     )
 
 
+def method_names(paths: Iterable[str | Path], labels: Mapping[str, str] | None = None) -> list[str]:
+    """The method labels (renamed by ``labels``, as :func:`seed_table` names its rows) of the runs
+    under ``paths``, each once; reads only summary.json and config.yaml, so it is cheap."""
+    names = []
+    for run_dir in collect_run_dirs(paths):
+        summary = _read_json(run_dir / "summary.json")
+        config_path = run_dir / "config.yaml"
+        config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
+        run = RunRecord(run_dir, 0, 0, config or {}, {}, summary)
+        names.append(key_value(run, "method", labels))
+    return sorted(dict.fromkeys(names), key=_order)
+
+
 #: Column headers of the grouping keys that are not config paths.
 KEY_HEADERS = {"method": "Method", "source": "Runs"}
 
@@ -597,8 +610,11 @@ def _atomic_write(path: Path, text: str) -> None:
 def write_table(
     table: pd.DataFrame, out: str | Path, caption_text: str | None = None, label: str = "tab:tta"
 ) -> tuple[Path, Path]:
-    """``<out>.md`` (caption line, blank line, table) and ``<out>.tex`` (booktabs), atomically."""
+    """``<out>.md`` (caption line, blank line, table) and ``<out>.tex`` (booktabs), atomically;
+    an ``out`` ending in ``.md`` or ``.tex`` names the same pair (``t.md`` -> t.md, t.tex)."""
     out = Path(out)
+    if out.suffix in (".md", ".tex"):
+        out = out.with_suffix("")
     text = caption_text if caption_text is not None else caption(table)
     md = out.with_name(out.name + ".md")
     tex = out.with_name(out.name + ".tex")
@@ -713,6 +729,14 @@ def matched_random_p(
         runs = [r for r in runs if method in (method_key(r), method_label(r))]
         if not runs:
             raise TableError(f"no runs of method {method!r} (adapter/policy or label)")
+    methods = {method_label(r): method_key(r) for r in runs}
+    if len(methods) > 1:  # pooling e.g. Source's zero uploads with CEMA's would give a wrong p
+        found = [name if name == key else f"{name} ({key})" for name, key in methods.items()]
+        raise TableError(
+            f"the runs hold {len(methods)} methods: {', '.join(found)}; keep the reference "
+            f"method's runs with --method ADAPTER/POLICY (method= in Python), one of: "
+            f"{', '.join(dict.fromkeys(methods.values()))}"
+        )
     severities = {_severity(r) for r in runs} - {None}
     if len(severities) > 1:
         raise TableError(

@@ -97,15 +97,39 @@ def validate(
     overrides: SetOption = None,
     show: Annotated[bool, typer.Option(help="Print the resolved scenario as YAML.")] = False,
 ) -> None:
-    """Check a scenario (and overrides) without running it; exit code 2 if invalid."""
+    """Check a scenario (and overrides) without running it; exit code 2 if invalid. A `sweep:`
+    section is checked too: every run it makes must be valid."""
+    import yaml
+
     from simulator.config import dump_scenario
     from simulator.engine import scenario_warnings
 
     resolved = _load(scenario, overrides)
+    plan = _sweep_plan(scenario, overrides)
     if show:
         console.print(dump_scenario(resolved), highlight=False, markup=False)
-    console.print(f"[green]valid[/]: {escape(str(scenario))}")
+        if plan is not None:
+            console.print(
+                yaml.safe_dump({"sweep": plan.spec.as_dict()}, sort_keys=False),
+                highlight=False,
+                markup=False,
+            )
+    runs = "" if plan is None else f" (its sweep: section makes {len(plan.runs)} valid runs)"
+    console.print(f"[green]valid[/]: {escape(str(scenario))}{escape(runs)}")
     _warn(scenario_warnings(resolved))
+
+
+def _sweep_plan(scenario: Path, overrides: list[str] | None):
+    """The checked sweep of a scenario YAML with a ``sweep:`` section (None without one)."""
+    from simulator.config import ScenarioError, read_scenario_yaml
+    from simulator.sweep import plan_sweep
+
+    try:
+        if "sweep" not in read_scenario_yaml(scenario):
+            return None
+        return plan_sweep(scenario, overrides)
+    except ScenarioError as exc:
+        _fail(exc)
 
 
 @app.command()
@@ -146,12 +170,19 @@ def run(
 ) -> None:
     """Run one scenario; write config.yaml, events.parquet and summary.json into the run folder.
 
-    Every scenario key can be overridden with --set; `fleetsim validate SCENARIO --show` lists them all with the values in force. Plugin parameters sit under the plugin's name, e.g. --set policy.random.p=0.2 or --set cloud.cema.lr_edge=1e-3. Same scenario and seed, same numbers. Invalid input exits with code 2 and writes nothing.
+    Every scenario key can be overridden with --set; `fleetsim validate SCENARIO --show` lists them all with the values in force. Plugin parameters sit under the plugin's name, e.g. --set policy.random.p=0.2 or --set cloud.cema.lr_edge=1e-3. Same scenario and seed, same numbers (at the same --threads). Invalid input exits with code 2 and writes nothing.
     """
     import torch
 
+    from simulator.config import read_scenario_yaml
     from simulator.data.datasets import DatasetError
-    from simulator.engine import run_scenario, scenario_warnings, write_run
+    from simulator.engine import (
+        OutputError,
+        check_run_dir,
+        run_scenario,
+        scenario_warnings,
+        write_run,
+    )
     from simulator.fleet.executor import EXECUTORS
     from simulator.models.zoo import ModelError
 
@@ -160,9 +191,20 @@ def run(
     compute = _device(device)
     resolved = _load(scenario, overrides)
     _warn(scenario_warnings(resolved))  # before the run: it may be long
+    if "sweep" in read_scenario_yaml(scenario):
+        _warn(
+            [
+                f"{scenario} has a sweep: section; `fleetsim run` runs its base config only "
+                "(`fleetsim sweep` runs every run of it)"
+            ]
+        )
     if threads:
         torch.set_num_threads(threads)
     out_dir = out or Path("runs") / resolved.name
+    try:
+        check_run_dir(out_dir)  # before the run: it may be long
+    except OutputError as exc:
+        _fail(exc)
     with Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -186,7 +228,10 @@ def run(
             )
         except (DatasetError, ModelError) as exc:  # data or weights missing: say where to put them
             _fail(exc)
-    write_run(result, out_dir)
+    try:
+        write_run(result, out_dir)
+    except (OutputError, OSError) as exc:  # the folder changed or the disk failed during the run
+        _fail(f"the run finished but its folder could not be written: {exc}")
     _print_summary(result.summary, out_dir)
 
 
@@ -570,6 +615,7 @@ def sweep(
 ) -> None:
     """Run a scenario over a grid of overrides and seeds; resumable (finished runs are skipped)."""
     from simulator.config import ScenarioError
+    from simulator.engine import OutputError, check_writable
     from simulator.sweep import SweepSpec, parse_values, plan_sweep, run_sweep
 
     try:
@@ -584,6 +630,10 @@ def sweep(
     if scheduler is None:  # the runs compute here (a remote scheduler's workers check their own)
         _device(device)
     out_dir = out or Path("runs") / f"{plan.runs[0].resolved['name']}-sweep"
+    try:
+        check_writable(out_dir)
+    except OutputError as exc:
+        _fail(exc)
     console.print(f"sweep of {len(plan.runs)} runs -> {escape(str(out_dir))}")
     counts = Counter(text for run in plan.runs for text in run.warnings)
     _warn(f"({n} of {len(plan.runs)} runs) {text}" for text, n in counts.items())
@@ -640,10 +690,12 @@ def plot(
     ] = None,
 ) -> None:
     """Draw one paper figure (PDF + PNG) from run folders."""
+    from analysis.load import check_out_folder
     from analysis.report import draw
 
     try:
-        paths = draw(runs_dir, kind.value, out or runs_dir / "figures", x=x, metric=metric)
+        out_dir = check_out_folder(out or runs_dir / "figures")
+        paths = draw(runs_dir, kind.value, out_dir, x=x, metric=metric)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(exc)
     for path in paths:
@@ -658,10 +710,12 @@ def report(
     ] = None,
 ) -> None:
     """All figures and tables (Markdown + LaTeX) of a sweep into one folder."""
+    from analysis.load import check_out_folder
     from analysis.report import build_report
 
     try:
-        paths = build_report(runs_dir, out or runs_dir / "report")
+        out_dir = check_out_folder(out or runs_dir / "report")
+        paths = build_report(runs_dir, out_dir)
     except (FileNotFoundError, ValueError) as exc:
         _fail(exc)
     for path in paths:
@@ -697,7 +751,10 @@ def table(
     runs: Annotated[
         list[Path], typer.Argument(help="Run folders and/or sweep folders (all their runs).")
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Writes OUT.md, OUT.tex.")] = TABLE_OUT,
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help="Writes OUT.md, OUT.tex (a .md/.tex ending is dropped)."),
+    ] = TABLE_OUT,
     by: Annotated[
         list[str] | None,
         typer.Option(
@@ -747,6 +804,15 @@ def table(
     from analysis import tta
 
     try:
+        stem = out.with_suffix("") if out.suffix in (".md", ".tex") else out
+        for path in (stem.with_name(stem.name + ".md"), stem.with_name(stem.name + ".tex")):
+            if path.is_dir():
+                raise ValueError(f"--out {out}: {path} is a folder; give a file name stem")
+        above = next((d for d in stem.parents if d.exists() and not d.is_dir()), None)
+        if above is not None:
+            raise ValueError(
+                f"--out {out} lies under {above}, a file, not a folder: give a path in a folder"
+            )
         per_seed = tta.seed_table(
             runs,
             by=by or ["method"],

@@ -72,6 +72,15 @@ def _short(value: Any, limit: int = 80) -> str:
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """``true``/``false`` for a number field is a mistake, not 1/0 (pydantic would take it)."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(value, bool) and field is not None and field.annotation in (int, float):
+            raise ValueError("should be a number, not true/false")
+        return value
+
 
 def _per_device(value: Any, *, unit: str, allow_zero: bool) -> Any:
     """A scalar for every device, or a list cycled over devices (device i gets ``v[i % len(v)]``)."""
@@ -729,6 +738,16 @@ class Scenario(Section):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     selection: SelectionConfig = Field(default_factory=SelectionConfig)
 
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        if value.strip() in ("", ".", "..") or any(c in value for c in "/\\\0"):
+            raise ValueError(
+                "should be a folder name (runs/<name> is the default run folder): not empty, "
+                "not . or .., without / or \\"
+            )
+        return value
+
     def resolved(self) -> dict[str, Any]:
         """Plain dict of every value in force (defaults filled), as written to config.yaml."""
         data = self.model_dump(mode="json", exclude={"cloud", "policy", "routing", "selection"})
@@ -811,6 +830,22 @@ def _validate_plugins(
                 )
                 continue
             config_cls = registry.get(key).Config
+            numbers = {
+                given
+                for name, field in config_cls.model_fields.items()
+                if field.annotation in (int, float)
+                for given in (name, field.alias)
+            }
+            booleans = [
+                Problem(
+                    f"{section}.{key}.{given}", given_value, "should be a number, not true/false"
+                )
+                for given, given_value in value.items()
+                if given in numbers and isinstance(given_value, bool)
+            ]
+            if booleans:  # pydantic would take true/false as 1/0
+                problems.extend(booleans)
+                continue
             try:
                 plugins[key] = config_cls.model_validate(value)
             except ValidationError as exc:

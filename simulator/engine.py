@@ -354,6 +354,9 @@ def run_scenario(
         cloud_utilization=cloud.busy_s / (scenario.cloud.workers * env.now) if env.now else 0.0,
         routing=scenario.routing.name,
         compute_device=describe_device(compute),
+        # CPU kernels sum in thread-sized chunks: the last digits of the cloud's updates, and so
+        # of later entropies, depend on the thread count (predictions rarely)
+        torch_threads=torch.get_num_threads(),
         wall_time_s=time.perf_counter() - wall_start,
     )
     warnings = scenario_warnings(scenario)
@@ -539,6 +542,61 @@ def _merge_selection(summary: dict[str, Any], selection: dict[str, Any]) -> None
         row.update(per_device.get(row["device"], {}))
 
 
+#: What a run folder holds (``run.json`` only inside a sweep); anything else in a folder given as
+#: ``--out`` means it is not a run folder, and a run never replaces it.
+RUN_FILES = frozenset({"config.yaml", "events.parquet", "summary.json", "run.json"})
+
+
+class OutputError(ValueError):
+    """An output folder that cannot or must not be written (checked before any simulating)."""
+
+
+def check_writable(path: str | Path, what: str = "--out") -> Path:
+    """``path`` as an absolute path, after checking it is not a file and its nearest existing
+    ancestor is a folder this process may write in (raises :class:`OutputError`)."""
+    out = Path(os.path.abspath(path))
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{what} {path}: is a file, not a folder")
+    ancestor = out if out.exists() else out.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"{what} {path}: {ancestor} is a file, so no folder can be made under it")
+    try:  # the real test (permissions alone miss read-only filesystems and /proc)
+        os.rmdir(tempfile.mkdtemp(prefix=".fleetsim-probe-", dir=ancestor))
+    except OSError as exc:
+        raise OutputError(f"{what} {path}: cannot write in {ancestor} ({exc.strerror})") from None
+    return out
+
+
+def make_staging_dir(prefix: str, parent: Path) -> Path:
+    """A new hidden folder in ``parent`` with the permissions of a plain ``mkdir`` (``mkdtemp``
+    makes it private, and a run folder renamed from it would stay unreadable to the group)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o777 & ~umask)
+    return path
+
+
+def check_run_dir(out_dir: str | Path, what: str = "--out") -> Path:
+    """Check, before a run, that ``out_dir`` can take it: writable (:func:`check_writable`), and
+    new, empty or a run folder, because a run replaces its folder whole. Returns it absolute."""
+    out = check_writable(out_dir, what)
+    if out.is_dir():
+        others = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+        others = [name for name in others if name not in RUN_FILES]
+        if others:
+            shown = ", ".join(others[:4]) + (
+                f" and {len(others) - 4} more" if len(others) > 4 else ""
+            )
+            raise OutputError(
+                f"{what} {out_dir}: holds {shown}, which a fleetsim run folder does not; a run "
+                "replaces its folder whole, so give a new or empty folder (or an earlier run's)"
+            )
+    return out
+
+
 def replace_dir(source: Path, target: Path) -> None:
     """Put folder ``source`` at ``target`` by renames, replacing any folder already there."""
     if target.exists():
@@ -554,13 +612,14 @@ def write_run(result: RunResult, out_dir: str | Path) -> Path:
     """Write config.yaml, events.parquet and summary.json atomically into ``out_dir``.
 
     Everything goes to a temporary sibling folder first, which then replaces ``out_dir`` by rename,
-    so an interrupted write never leaves a half-written run folder behind.
+    so an interrupted write never leaves a half-written run folder behind. ``out_dir`` must be new,
+    empty or an earlier run's folder (:func:`check_run_dir`); returns it as an absolute path.
     """
     import json
 
-    out_dir = Path(out_dir)
+    out_dir = check_run_dir(out_dir, "run folder")  # again: it may have changed since the start
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    tmp = make_staging_dir(f".{out_dir.name}.tmp-", out_dir.parent)
     try:
         (tmp / "config.yaml").write_text(dump_scenario(result.scenario))
         result.events.to_parquet(tmp / "events.parquet", index=False)

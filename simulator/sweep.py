@@ -28,7 +28,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -60,10 +59,15 @@ class SweepSpec:
     seeds: int | None = None
 
     def merged(self, other: SweepSpec) -> SweepSpec:
-        """``other`` (e.g. the command line) added to / replacing keys of this one (the YAML)."""
+        """``other`` (the command line) over this one (the YAML): a key ``other`` sweeps leaves
+        this one's axes, grid or zip; any ``other`` zip replaces this one's whole zip (lists in
+        lock-step only make sense together); grid keys of both multiply."""
+        mine = set(other.grid) | set(other.zip)
+        grid = {k: v for k, v in self.grid.items() if k not in mine}
+        zipped = {} if other.zip else {k: v for k, v in self.zip.items() if k not in mine}
         return SweepSpec(
-            grid={**self.grid, **other.grid},
-            zip={**self.zip, **other.zip},
+            grid={**grid, **other.grid},
+            zip={**zipped, **other.zip},
             seeds=other.seeds if other.seeds is not None else self.seeds,
         )
 
@@ -150,16 +154,24 @@ def expand(spec: SweepSpec, base_seed: int = 0) -> list[RunSpec]:
     """Every run of a sweep, in a deterministic order: grid (product) x zip (lock-step) x seeds."""
     lengths = {key: len(values) for key, values in spec.zip.items()}
     if len(set(lengths.values())) > 1:
+        counts = ", ".join(f"{k} {n}" for k, n in lengths.items())
         raise ScenarioError(
             [
-                Problem(f"sweep.zip.{k}", n, "zipped lists must have equal lengths")
-                for k, n in lengths.items()
+                Problem(
+                    f"sweep.zip.{k}",
+                    values,
+                    f"zipped lists must have equal lengths (values per key: {counts})",
+                )
+                for k, values in spec.zip.items()
             ]
         )
     clash = set(spec.grid) & set(spec.zip)
     if clash:
         raise ScenarioError(
-            [Problem(k, None, "key is in both grid and zip") for k in sorted(clash)]
+            [
+                Problem(f"sweep.grid.{k}", spec.grid[k], f"key is also zipped: {spec.zip[k]}")
+                for k in sorted(clash)
+            ]
         )
     grid_points = list(itertools.product(*spec.grid.values())) if spec.grid else [()]
     zip_points = list(zip(*spec.zip.values(), strict=True)) if spec.zip else [()]
@@ -245,6 +257,22 @@ def plan_sweep(
     data = read_scenario_yaml(path)
     spec = spec_from_yaml(data.pop("sweep", None)).merged(cli_spec or SweepSpec())
     overrides = list(overrides or [])
+    swept = {*spec.grid, *spec.zip}
+    shadowed = [text for text in overrides if text.partition("=")[0].strip() in swept]
+    if shadowed:
+        raise ScenarioError(
+            [
+                Problem(
+                    text.partition("=")[0].strip(),
+                    text.partition("=")[2],
+                    "is set with --set but also swept (sweep: section or --grid/--zip), which "
+                    "would override it in every run; sweep it with --grid/--zip instead (a "
+                    "command-line axis replaces the YAML's)",
+                )
+                for text in shadowed
+            ],
+            str(path),
+        )
     base = scenario_from_dict(data, overrides, source=str(path))
     planned = []
     for run in expand(spec, base_seed=base.seed):
@@ -274,7 +302,13 @@ def execute_run(
     hash) is assembled in a temporary sibling and renamed into place, so an interrupted run leaves
     nothing half-written. Returns ``{"status": "finished"|"failed", ...}`` with the traceback.
     """
-    from simulator.engine import replace_dir, run_scenario, write_run
+    from simulator.engine import (
+        check_run_dir,
+        make_staging_dir,
+        replace_dir,
+        run_scenario,
+        write_run,
+    )
 
     if threads:
         import torch
@@ -283,8 +317,9 @@ def execute_run(
     started = time.perf_counter()
     target = Path(out_dir)
     try:
+        check_run_dir(target, "run folder")  # never replace a folder that is not a run's
         result = run_scenario(scenario_from_dict(resolved), device=device)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.run-", dir=target.parent))
+        staging = make_staging_dir(f".{target.name}.run-", target.parent)
         try:
             write_run(result, staging / "run")
             (staging / "run" / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")

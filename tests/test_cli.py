@@ -171,3 +171,56 @@ def test_small_batches_under_batch_statistics_are_warned_about_not_refused(tmp_p
         ],
     )
     assert result.exit_code == 0 and "warning" not in result.stderr
+
+
+def test_run_never_replaces_a_folder_that_is_not_a_run_and_checks_out_before_simulating(
+    tmp_path: Path, tiny_yaml: Path, monkeypatch
+):
+    import simulator.engine
+
+    def no_simulating(*args, **kwargs):
+        raise AssertionError("the run started although --out was unusable")
+
+    monkeypatch.setattr(simulator.engine, "run_scenario", no_simulating)
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "notes.txt").write_text("precious")
+    afile = tmp_path / "notes.txt"
+    afile.write_text("also precious")
+    for out, says in (
+        (victim, "holds notes.txt, sub/"),
+        (afile, "is a file"),
+        (afile / "x", "is a file, so no folder"),
+    ):
+        result = runner.invoke(app, ["run", str(tiny_yaml), "--out", str(out)])
+        assert result.exit_code == 2 and says in result.output, result.output
+    assert (victim / "notes.txt").read_text() == "precious" and (victim / "sub").is_dir()
+    assert afile.read_text() == "also precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "tiny.yaml", "victim"]
+    for name in ('""', "../../x", "a/b", ".."):
+        result = runner.invoke(app, ["run", str(tiny_yaml), "--set", f"name={name}"])
+        assert result.exit_code == 2 and "should be a folder name" in result.output
+
+
+def test_run_replaces_an_earlier_run_folder_readable_as_a_plain_folder(
+    tmp_path: Path, tiny_yaml: Path
+):
+    import os
+
+    out = tmp_path / "run"
+    out.mkdir()  # an empty folder is fine too
+    for seed in (1, 2):
+        result = runner.invoke(
+            app, ["run", str(tiny_yaml), "--out", str(out), "--set", f"seed={seed}"]
+        )
+        assert result.exit_code == 0, result.output
+    assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 2
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's private 0o700
+    data = tiny_scenario_dict()
+    data["sweep"] = {"grid": {"policy.name": ["none", "all"]}}
+    swept = tmp_path / "swept.yaml"
+    swept.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["run", str(swept), "--out", str(out)])
+    assert result.exit_code == 0 and "runs its base config only" in result.output

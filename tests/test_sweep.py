@@ -287,3 +287,42 @@ def test_cli_prints_a_failed_runs_error_verbatim(tmp_path, monkeypatch):
     text = " ".join(result.output.split())
     assert "failed base: KeyError: \"corruptions ['acid_rain'] [/x] not found\"" in text
     assert f"-> {out}/sweep.json" in text
+
+
+def test_command_line_axes_replace_the_yamls_and_a_set_of_a_swept_key_is_refused(tmp_path):
+    data = tiny_scenario_dict()
+    data["sweep"] = {
+        "grid": {"stream.corruptions": [["fog"], ["contrast"]]},
+        "zip": {"cloud.adapter": ["none", "cema"], "policy.name": ["none", "cema"]},
+    }
+    path = _write(tmp_path, data)
+    assert len(plan_sweep(path).runs) == 4
+    # the printed --zip of `fleetsim match-budget` for reset runs: it names the grid's key and
+    # replaces the YAML's whole zip
+    cli = SweepSpec(
+        zip={"stream.corruptions": [["fog"], ["contrast"]], "policy.random.p": [0.2, 0.4]}
+    )
+    plan = plan_sweep(path, ["cloud.adapter=cema", "policy.name=random"], cli)
+    assert [run.spec.params for run in plan.runs] == [
+        {"stream.corruptions": ["fog"], "policy.random.p": 0.2},
+        {"stream.corruptions": ["contrast"], "policy.random.p": 0.4},
+    ]
+    assert {run.resolved["cloud"]["adapter"] for run in plan.runs} == {"cema"}
+    with pytest.raises(ScenarioError) as info:  # the YAML's zip would override it in every run
+        plan_sweep(path, ["policy.name=random"])
+    assert "policy.name" in str(info.value) and "--grid/--zip" in str(info.value)
+
+
+def test_validate_checks_every_run_of_the_sweep_section(tmp_path):
+    data = tiny_scenario_dict()
+    data["sweep"] = {"grid": {"polcy.name": ["all"]}}
+    bad = CliRunner().invoke(app, ["validate", str(_write(tmp_path, data))])
+    assert bad.exit_code == 2 and "polcy" in bad.output
+    data["sweep"] = {"grid": {"policy.name": ["none", "all"]}, "seeds": 2}
+    path = _write(tmp_path, data)
+    good = CliRunner().invoke(app, ["validate", str(path), "--show"])
+    assert good.exit_code == 0, good.output
+    assert "makes 4 valid runs" in good.output and "seeds: 2" in good.output
+    data["sweep"] = {"zip": {"policy.name": ["none", "all"], "seed": [1]}}
+    uneven = CliRunner().invoke(app, ["validate", str(_write(tmp_path, data))])
+    assert uneven.exit_code == 2 and "values per key: policy.name 2, seed 1" in uneven.output
