@@ -50,6 +50,9 @@ def test_run_with_edgefm_routing_prints_delivered_accuracy_latency_and_offloads(
         ("cloud.teacher=timm:not_a_model_xyz", "cloud.teacher"),
         ("dataset.name=imagenet22k", "dataset.name"),
         ("edge.checkpoint=missing.pt", "edge.checkpoint"),
+        ("fleet.devices=true", "fleet.devices"),  # pydantic would take true as 1
+        ("cloud.cema.batch_size=true", "cloud.cema.batch_size"),
+        ("policy.cema.lambda=false", "policy.cema.lambda"),
     ],
 )
 def test_bad_input_exits_2_names_the_path_and_writes_nothing(tmp_path, tiny_yaml, override, path):
