@@ -228,6 +228,11 @@ def run(
             )
         except (DatasetError, ModelError) as exc:  # data or weights missing: say where to put them
             _fail(exc)
+        except KeyboardInterrupt:
+            errors.print(
+                f"interrupted; nothing written to {out_dir}", highlight=False, markup=False
+            )
+            raise typer.Exit(130) from None
     try:
         write_run(result, out_dir)
     except (OutputError, OSError) as exc:  # the folder changed or the disk failed during the run
@@ -618,6 +623,8 @@ def sweep(
     from simulator.engine import OutputError, check_writable
     from simulator.sweep import SweepSpec, parse_values, plan_sweep, run_sweep
 
+    if scheduler is not None and executor is not Executor.dask:
+        _fail(f"--scheduler {scheduler} needs --executor dask (the local executor has none)")
     try:
         spec = SweepSpec(
             grid=dict(parse_values(text) for text in grid or []),

@@ -877,7 +877,10 @@ def _problems_from(
         message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             owner = _model_at(model, loc)
-            keys = ", ".join(owner.model_fields) if owner else ""
+            names = list(owner.model_fields) if owner else []
+            if owner is Scenario:
+                names.append("sweep")  # read by fleetsim sweep before validation
+            keys = ", ".join(names)
             message = "unknown key" + (f"; allowed: {keys}" if keys else "")
         elif err["type"] == "missing":
             message = "required key is missing"
@@ -1046,15 +1049,41 @@ def _selection_problems(scenario: Scenario) -> list[Problem]:
     return problems
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (which would keep the last
+    silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_scenario_yaml(path: str | Path) -> dict[str, Any]:
     """The raw mapping of a scenario file (``name`` defaults to the file's stem); not yet validated."""
     path = Path(path)
+    if path.is_dir():
+        raise ScenarioError([Problem("<file>", str(path), "is a folder, not a scenario file")])
     if not path.is_file():
         raise ScenarioError([Problem("<file>", str(path), "scenario file does not exist")])
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(
+            [Problem("<file>", str(path), f"is not UTF-8 text (byte {exc.start} of the file)")]
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
         raise ScenarioError([Problem("<file>", str(path), f"not valid YAML: {exc}")]) from None
+    if data is None:  # nothing but blanks and comments
+        raise ScenarioError([Problem("<file>", str(path), "is empty (write {} for all defaults)")])
     if not isinstance(data, dict):
         raise ScenarioError([Problem("", data, "a scenario must be a YAML mapping")], str(path))
     data.setdefault("name", path.stem)

@@ -69,10 +69,21 @@ def scenario_warnings(scenario: Scenario) -> list[str]:
     """What in a valid scenario is likely a mistake, one sentence each (empty: nothing): shown by
     ``fleetsim validate`` and ``run`` and kept in the run's summary.json (``warnings``)."""
     found: list[str] = []
+    batch, samples = scenario.stream.batch_size, scenario.stream.samples_per_device
+    segment = scenario.stream.segment_samples
+    if batch > samples:
+        found.append(
+            f"stream.batch_size {batch} is larger than stream.samples_per_device {samples}: "
+            f"each device classifies one batch of {samples}"
+        )
+    elif batch > segment:
+        found.append(
+            f"stream.batch_size {batch} is larger than stream.segment_samples {segment}: every "
+            "batch mixes images of two or more domains"
+        )
     adapter = ADAPTERS.get(scenario.cloud.adapter)
     if adapter.edge_norm_for(scenario.cloud.params()) != "batch":
         return found
-    batch, samples = scenario.stream.batch_size, scenario.stream.samples_per_device
     last = samples % batch  # a stream's last batch is short unless batches divide it
     if batch >= MIN_BATCH_FOR_STATISTICS and 0 < last < MIN_BATCH_FOR_STATISTICS:
         found.append(

@@ -501,6 +501,11 @@ def run_sweep(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     _remove_leftovers(out)
+    try:  # an earlier attempt's manifest: what it knew of the runs skipped now
+        before = json.loads((out / MANIFEST).read_text())
+        earlier = {e["name"]: e for e in before.get("runs", []) if isinstance(e, dict)}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        before, earlier = {}, {}
     entries: dict[str, dict[str, Any]] = {}
     tasks: list[Task] = []
     for run in plan.runs:
@@ -512,6 +517,9 @@ def run_sweep(
             "config_hash": run.config_hash,
         }
         if is_finished(run_dir, run.config_hash):
+            known = earlier.get(run.spec.name, {})
+            if known.get("config_hash") == run.config_hash:  # keep its accuracy, times, ...
+                entry.update({k: v for k, v in known.items() if k not in entry})
             entry["status"] = "skipped"
         else:
             entry["status"] = "pending"
@@ -531,6 +539,8 @@ def run_sweep(
         "counts": {},
         "runs": list(entries.values()),
     }
+    if isinstance(before, dict) and before.get("started"):  # a resumed sweep keeps its start
+        manifest["first_started"] = before.get("first_started", before["started"])
 
     def save() -> None:
         counts: dict[str, int] = {}

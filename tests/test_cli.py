@@ -75,6 +75,28 @@ def test_missing_scenario_file_exits_2(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        (b"seed: 1\nseed: 2\n", "key 'seed' is given twice"),
+        (b"network: {latency_ms: 5, latency_ms: 9}\n", "key 'latency_ms' is given twice"),
+        (b"", "is empty"),
+        (b"# only a comment\n", "is empty"),
+        (b"name: caf\xe9\n", "is not UTF-8 text"),
+        (b"nmae: x\n", "allowed: name, description, seed"),
+    ],
+)
+def test_a_bad_scenario_file_is_refused_with_what_is_wrong(tmp_path, text: bytes, says: str):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text)
+    result = runner.invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2 and says in result.output, result.output
+    if says.startswith("allowed"):
+        assert "sweep" in result.output  # a top-level key too
+    folder = runner.invoke(app, ["validate", str(tmp_path)])
+    assert folder.exit_code == 2 and "is a folder" in folder.output
+
+
 def test_validate_accepts_a_good_scenario_and_shows_it(tiny_yaml):
     result = runner.invoke(app, ["validate", str(tiny_yaml), "--show"])
     assert result.exit_code == 0, result.output
@@ -174,6 +196,14 @@ def test_small_batches_under_batch_statistics_are_warned_about_not_refused(tmp_p
         ],
     )
     assert result.exit_code == 0 and "warning" not in result.stderr
+    # batches longer than a domain segment or a whole stream: warned whatever the adapter
+    for changes, says in (
+        (["stream.segment_samples=16", "stream.batch_size=32"], "every batch mixes images"),
+        (["stream.batch_size=64"], "each device classifies one batch of 32"),
+    ):
+        args = ["validate", str(path), "--set", "cloud.adapter=none"]
+        result = runner.invoke(app, args + [f"--set={c}" for c in changes])
+        assert result.exit_code == 0 and says in result.stderr, result.stderr
 
 
 def test_run_never_replaces_a_folder_that_is_not_a_run_and_checks_out_before_simulating(
@@ -227,3 +257,14 @@ def test_run_replaces_an_earlier_run_folder_readable_as_a_plain_folder(
     swept.write_text(yaml.safe_dump(data))
     result = runner.invoke(app, ["run", str(swept), "--out", str(out)])
     assert result.exit_code == 0 and "runs its base config only" in result.output
+
+
+def test_ctrl_c_during_a_run_says_nothing_was_written(tmp_path: Path, tiny_yaml: Path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("simulator.engine.run_scenario", interrupted)
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["run", str(tiny_yaml), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 130 and "interrupted; nothing written" in result.output
+    assert not out.exists()

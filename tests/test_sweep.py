@@ -190,9 +190,17 @@ def test_failing_run_is_recorded_and_the_others_finish_then_resume_retries_only_
     calls.clear()
     monkeypatch.setattr("simulator.engine.run_scenario", fake_run_scenario)
     monkeypatch.setattr("simulator.sweep.execute_run", _counting(sweep.execute_run, calls))
+    first = json.loads((out / "sweep.json").read_text())
     manifest = run_sweep(plan, out)
     assert calls == ["policy.name=all__seed=1"]
     assert manifest["counts"] == {"skipped": 3, "finished": 1}
+    # the resumed manifest keeps what the first attempt knew of the skipped runs, and its start
+    was = {r["name"]: r for r in first["runs"]}
+    for entry in manifest["runs"]:
+        if entry["status"] == "skipped":
+            known = was[entry["name"]]
+            assert entry["accuracy"] == known["accuracy"] and entry["finished"] == known["finished"]
+    assert manifest["first_started"] == first["started"]
 
 
 def _counting(function, calls):
@@ -326,3 +334,11 @@ def test_validate_checks_every_run_of_the_sweep_section(tmp_path):
     data["sweep"] = {"zip": {"policy.name": ["none", "all"], "seed": [1]}}
     uneven = CliRunner().invoke(app, ["validate", str(_write(tmp_path, data))])
     assert uneven.exit_code == 2 and "values per key: policy.name 2, seed 1" in uneven.output
+
+
+def test_a_scheduler_without_the_dask_executor_is_refused(tmp_path):
+    path = _write(tmp_path, tiny_scenario_dict())
+    args = ["sweep", str(path), "--scheduler", "tcp://nowhere:8786", "--out", str(tmp_path / "o")]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "needs --executor dask" in result.output
+    assert not (tmp_path / "o").exists()
