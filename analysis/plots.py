@@ -50,8 +50,8 @@ POLICY_STYLE.update(  # method labels (analysis.tta.METHOD_LABELS) look like the
 QUANTITIES: dict[str, tuple[str, float]] = {
     "accuracy": ("accuracy (%)", 100.0),
     "upload_fraction": ("uploaded samples (%)", 100.0),
-    "upload_bytes": ("upload (MB)", 1e-6),
-    "download_bytes": ("download (MB)", 1e-6),
+    "upload_bytes": ("upload, whole fleet (MB)", 1e-6),
+    "download_bytes": ("download, whole fleet (MB)", 1e-6),
     "uploaded_samples": ("uploaded samples", 1.0),
     "upload_messages": ("upload messages", 1.0),
     "updates": ("cloud updates", 1.0),

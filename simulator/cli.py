@@ -416,7 +416,8 @@ def zoo_build(
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
 ) -> None:
     """Train zoo models (deterministic per seed): by default the two synthetic models (minutes on
-    2 CPU cores); --name resnet56-augmix fine-tunes the CIFAR-10 teacher (about an hour)."""
+    2 CPU cores); --name resnet56-augmix fine-tunes the CIFAR-10 teacher (about 20 minutes on 2
+    idle cores, 81 on busy ones)."""
     from simulator.models.train import build_zoo
 
     target = out or Path(__file__).parent / "models" / "weights"

@@ -60,7 +60,7 @@ def test_load_runs_gives_one_row_per_run_with_swept_keys_and_summary_numbers(swe
 def test_pareto_plots_one_series_per_policy_with_units(sweep_dir):
     fig = plots.pareto(load_runs(sweep_dir))
     ax = fig.axes[0]
-    assert ax.get_xlabel() == "upload (MB)" and ax.get_ylabel() == "accuracy (%)"
+    assert ax.get_xlabel() == "upload, whole fleet (MB)" and ax.get_ylabel() == "accuracy (%)"
     assert _legend(ax) == POLICIES
 
 

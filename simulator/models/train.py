@@ -44,7 +44,7 @@ TRAIN_THREADS = 2
 # name -> training recipe. The synthetic models train from scratch in about 8 minutes together on 2
 # otherwise idle CPU cores; ``resnet56-augmix`` fine-tunes the pretrained CIFAR ResNet-56 (``init``)
 # on the 50,000 JPEG-derived CIFAR-10 training images (see ../shared/data/cifar10/SOURCE.md) for
-# about an hour on 2 CPU cores (minutes on a GPU). ``data`` is (dataset, variant).
+# about 20 minutes on 2 idle CPU cores (81 when other jobs shared them; minutes on a GPU). ``data`` is (dataset, variant).
 ZOO_RECIPES: dict[str, dict] = {
     "synthetic_edge": {"epochs": 3, "batch_size": 128, "lr": 0.2, "augment": "standard"},
     "synthetic_teacher": {"epochs": 3, "batch_size": 128, "lr": 0.2, "augment": "corruption"},
@@ -485,7 +485,7 @@ def build_zoo(
 ) -> dict[str, dict]:
     """Train zoo models by their ``ZOO_RECIPES`` and write ``<out_dir>/<name>.pt`` (bare-network
     state_dict). ``names`` defaults to the two synthetic models (minutes); ``resnet56-augmix``
-    (about an hour on 2 CPU cores) is built only when named.
+    (about 20 minutes on 2 idle CPU cores) is built only when named.
 
     Returns per model: clean test accuracy (synthetic test split; for CIFAR-10 recipes the bit-exact
     first 1,017 test images), parameter count, training wall time and the recipe used.
