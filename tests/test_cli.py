@@ -196,6 +196,11 @@ def test_small_batches_under_batch_statistics_are_warned_about_not_refused(tmp_p
         ],
     )
     assert result.exit_code == 0 and "warning" not in result.stderr
+    # a model trained on another dataset than the stream's
+    result = runner.invoke(app, ["validate", str(path), "--set", "dataset.name=cifar10"])
+    assert "edge.model synthetic_edge was trained on synthetic, but dataset.name is cifar10" in (
+        result.stderr
+    )
     # batches longer than a domain segment or a whole stream: warned whatever the adapter
     for changes, says in (
         (["stream.segment_samples=16", "stream.batch_size=32"], "every batch mixes images"),

@@ -371,6 +371,12 @@ def create_model(
     return model.eval()
 
 
+def trained_on(name: str) -> str | None:
+    """The dataset a zoo model's weights were trained on (None for timm and unknown names)."""
+    card = _CARDS.get(name)
+    return None if card is None else card.dataset
+
+
 def model_info(name: str) -> dict:
     """Dataset, parameter count, description and weights source of ``name``."""
     check_model_name(name)
