@@ -36,6 +36,19 @@ def run_dirs(runs_dir: str | Path) -> list[Path]:
     return found
 
 
+def unlisted_runs(runs_dir: str | Path) -> list[str]:
+    """Run folders under a sweep folder that its ``sweep.json`` does not list (left by another
+    sweep into the same folder, or by an earlier grid); empty without a readable sweep.json."""
+    root = Path(runs_dir)
+    try:
+        listed = {e["name"] for e in json.loads((root / "sweep.json").read_text())["runs"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    if (root / "summary.json").is_file():
+        return []
+    return [p.name for p in run_dirs(root) if p.name not in listed]
+
+
 class ListValue(tuple):
     """A list-valued swept override as a hashable tuple that prints like the list: ``[0.5, 2]``."""
 

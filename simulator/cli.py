@@ -684,6 +684,23 @@ class PlotKind(str, Enum):
     cloud = "cloud"
 
 
+def _note_unlisted(paths: Iterable[Path]) -> None:
+    """Warn about run folders a sweep folder's sweep.json does not list: they are read too."""
+    from analysis.load import unlisted_runs
+
+    for path in paths:
+        names = unlisted_runs(path)
+        if names:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            _warn(
+                [
+                    f"{path}: {len(names)} run folder{'s' if len(names) > 1 else ''} not in its "
+                    f"sweep.json ({shown}), left by another sweep into the same folder or an "
+                    "earlier grid, are read too; move them out to leave them out"
+                ]
+            )
+
+
 @app.command()
 def plot(
     runs_dir: Annotated[Path, typer.Argument(help="A sweep folder (or one run folder).")],
@@ -703,6 +720,7 @@ def plot(
 
     try:
         out_dir = check_out_folder(out or runs_dir / "figures")
+        _note_unlisted([runs_dir])
         paths = draw(runs_dir, kind.value, out_dir, x=x, metric=metric)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(exc)
@@ -723,6 +741,7 @@ def report(
 
     try:
         out_dir = check_out_folder(out or runs_dir / "report")
+        _note_unlisted([runs_dir])
         paths = build_report(runs_dir, out_dir)
     except (FileNotFoundError, ValueError) as exc:
         _fail(exc)
@@ -821,6 +840,7 @@ def table(
             raise ValueError(
                 f"--out {out} lies under {above}, a file, not a folder: give a path in a folder"
             )
+        _note_unlisted(runs)
         per_seed = tta.seed_table(
             runs,
             by=by or ["method"],
@@ -872,6 +892,7 @@ def match_budget(
     from analysis.tta import matched_random_p
 
     try:
+        _note_unlisted(runs)
         found = matched_random_p(runs, match=match.value, method=method)  # type: ignore[arg-type]
     except (FileNotFoundError, ValueError) as exc:
         _fail(exc)
@@ -954,6 +975,7 @@ def compare(
     from analysis.paired import describe, paired_comparison
 
     try:
+        _note_unlisted([*runs, *(baseline or [])])
         results = paired_comparison(
             runs,
             a=a,

@@ -342,3 +342,15 @@ def test_a_scheduler_without_the_dask_executor_is_refused(tmp_path):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and "needs --executor dask" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_analysis_warns_about_run_folders_the_sweep_json_does_not_list(tmp_path, fake_engine):
+    path = _write(tmp_path, tiny_scenario_dict())
+    out = tmp_path / "out"
+    first = ["sweep", str(path), "--grid", "policy.name=none,all", "--out", str(out)]
+    assert CliRunner().invoke(app, first).exit_code == 0
+    again = ["sweep", str(path), "--grid", "policy.name=all", "--out", str(out)]  # narrower grid
+    assert CliRunner().invoke(app, again).exit_code == 0
+    result = CliRunner().invoke(app, ["plot", str(out), "--out", str(tmp_path / "fig")])
+    assert result.exit_code == 0, result.output
+    assert "1 run folder not in its sweep.json (policy.name=none)" in result.stderr
