@@ -1087,7 +1087,44 @@ def read_scenario_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ScenarioError([Problem("", data, "a scenario must be a YAML mapping")], str(path))
     data.setdefault("name", path.stem)
+    _rebase_paths(data, path.parent)
     return data
+
+
+#: Scenario keys naming files or folders; relative ones are read from the working directory.
+PATH_KEYS = (
+    ("dataset", "root"),
+    ("dataset", "corrupted_root"),
+    ("edge", "checkpoint"),
+    ("cloud", "teacher_checkpoint"),
+    ("network", "uplink_trace"),
+    ("network", "downlink_trace"),
+)
+
+
+def _rebase_paths(data: dict[str, Any], folder: Path) -> None:
+    """A relative path that does not exist from the working directory but does from the scenario
+    file's folder is taken from there: relative to the working directory when below it (so the
+    resolved config, and a sweep's config hashes, do not depend on where the checkout lives),
+    else absolute."""
+
+    def rebased(value: Any) -> Any:
+        if isinstance(value, list):
+            return [rebased(v) for v in value]
+        if not isinstance(value, str) or not value or Path(value).is_absolute():
+            return value
+        if Path(value).exists() or not (folder / value).exists():
+            return value
+        found = (folder / value).resolve()
+        try:
+            return str(found.relative_to(Path.cwd().resolve()))
+        except ValueError:
+            return str(found)
+
+    for section, key in PATH_KEYS:
+        node = data.get(section)
+        if isinstance(node, dict) and key in node:
+            node[key] = rebased(node[key])
 
 
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:

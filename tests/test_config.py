@@ -119,3 +119,23 @@ def test_every_problem_is_reported_at_once_including_plugin_parameters():
 def test_a_sweep_section_is_ignored_by_a_single_run():
     data = {**tiny_scenario_dict(), "sweep": {"grid": {"policy.name": ["none", "cema"]}}}
     assert scenario_from_dict(data).policy.name == "cema"
+
+
+def test_relative_paths_are_read_from_the_cwd_else_from_the_scenario_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    folder = tmp_path / "study"
+    (folder / "traces").mkdir(parents=True)
+    (folder / "traces" / "up.csv").write_text("time_s,mbps\n0,2.0\n10,1.0\n")
+    data = tiny_scenario_dict()
+    data["network"]["uplink_trace"] = "traces/up.csv"
+    path = folder / "scenario.yaml"
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(tmp_path)  # "traces/up.csv" is not here: taken from the file's folder
+    assert load_scenario(path).network.uplink_trace == Path("study/traces/up.csv")
+    monkeypatch.chdir(folder)  # here it is: kept as written
+    assert load_scenario(path).network.uplink_trace == Path("traces/up.csv")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # above the working directory: absolute
+    assert load_scenario(path).network.uplink_trace == (folder / "traces" / "up.csv").resolve()
