@@ -302,4 +302,7 @@ def describe(result: PairedComparison) -> str:
     if math.isfinite(ratio):
         more = "more" if ratio >= 1 else "fewer"
         lines.append(f"{b} sent {abs(ratio - 1) * 100:.1f} % {more} upload bytes than {a}.")
+    elif sum(result.b_upload_bytes):  # A sent nothing: no ratio, but B's bytes still tell
+        per_device = sum(result.b_upload_bytes) / len(result.b_upload_bytes) / 1e6
+        lines.append(f"{a} sent no upload bytes; {b} sent {per_device:.3g} MB per device.")
     return "\n".join(lines) + "\n"

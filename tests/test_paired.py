@@ -6,6 +6,7 @@ seed); the expected differences, intervals and p-values are computed here by han
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -77,6 +78,12 @@ def test_advantage_interval_p_and_cell_signs_are_those_computed_by_hand(tmp_path
     assert "| 0 | 20.00 | 20.33 | +0.33 | 20.0 | 20.0 |" in text
     assert f"lower than Random's by {mean:.2f} ± {half:.2f} points" in text
     assert "in 3 / 3 / 3 (corruption, seed) cells, and in 1 / 1 / 1 corruptions" in text
+    # A sent nothing (Source against an uploading method): no ratio, B's bytes instead
+    silent = dataclasses.replace(result, a_upload_bytes=[0.0, 0.0, 0.0])
+    megabytes = sum(result.b_upload_bytes) / 3 / 1e6
+    assert f"CEMA sent no upload bytes; Random sent {megabytes:.3g} MB per device." in (
+        describe(silent)
+    )
 
 
 def test_the_same_numbers_from_continual_runs_and_two_methods_need_no_names(tmp_path):
