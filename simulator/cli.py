@@ -481,19 +481,21 @@ def zoo_quantize(
 
 @zoo_app.command("list")
 def zoo_list() -> None:
-    """Models by name, with their dataset, size and where their weights come from."""
-    from simulator.models.zoo import list_models, model_info
+    """Models by name, with their dataset, size and where their weights are on this machine
+    (shipped with the package, found in a folder, missing with the command that builds them, or
+    downloaded on first use)."""
+    from simulator.models.zoo import list_models, model_info, weights_status
 
     table = Table(title="model zoo")
     for col in ("name", "dataset", "params", "weights", "description"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col == "name", overflow="fold")
     for name in list_models():
         info = model_info(name)
         table.add_row(
             name,
             str(info.get("dataset", "")),
             f"{info.get('params', 0):,}",
-            Path(str(info.get("weights", "")).split(" (")[0].removeprefix("shipped: ")).name,
+            weights_status(name),
             str(info.get("description", "")),
         )
     console.print(table)

@@ -279,3 +279,23 @@ def test_build_zoo_writes_loadable_state_dicts(tmp_path):
     create_model("synthetic_edge", checkpoint=tmp_path / "synthetic_edge.pt")
     with pytest.raises(ValueError, match="buildable"):
         build_zoo(tmp_path, ["resnet20"])
+
+
+def test_zoo_list_says_where_each_models_weights_are(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from simulator.cli import app
+    from simulator.models.zoo import weights_status
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # an empty cache: nothing built here
+    monkeypatch.delenv("FLEETSIM_MODELS", raising=False)
+    assert weights_status("synthetic_edge") == "shipped"
+    assert weights_status("synthetic_edge-w4a4-gdfq") == (
+        "missing: fleetsim zoo quantize --model synthetic_edge --bits 4 --method gdfq"
+    )
+    built = tmp_path / ".cache" / "fleetsim" / "models" / "synthetic_edge-w4a4-gdfq.pt"
+    built.parent.mkdir(parents=True)
+    built.write_bytes(b"x")
+    assert weights_status("synthetic_edge-w4a4-gdfq") == f"found in {built.parent}"
+    result = CliRunner().invoke(app, ["zoo", "list"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "shipped" in result.output and "found in" in result.output

@@ -377,6 +377,28 @@ def trained_on(name: str) -> str | None:
     return None if card is None else card.dataset
 
 
+def weights_status(name: str) -> str:
+    """Where a zoo model's weights are on this machine, in a few words: ``shipped``, ``found in
+    DIR``, ``missing: COMMAND`` (built locally), or ``downloaded on first use``."""
+    card = _CARDS.get(name)
+    if card is None or card.weights_file is None:
+        return "none (timm: checkpoint or pretrained)"
+    if card.build_command is not None:
+        dirs = [weights_dir(), *_search_dirs()]
+    elif card.weights_url is None:
+        dirs = [weights_dir()]
+    else:
+        dirs = _search_dirs()
+    for folder in dirs:
+        if (folder / card.weights_file).is_file():
+            return "shipped" if folder == weights_dir() else f"found in {folder}"
+    if card.build_command is not None:
+        return f"missing: {card.build_command}"
+    if card.weights_url is None:
+        return "missing: fleetsim zoo build"
+    return "downloaded on first use"
+
+
 def model_info(name: str) -> dict:
     """Dataset, parameter count, description and weights source of ``name``."""
     check_model_name(name)
