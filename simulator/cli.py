@@ -122,14 +122,20 @@ def validate(
 def _sweep_plan(scenario: Path, overrides: list[str] | None):
     """The checked sweep of a scenario YAML with a ``sweep:`` section (None without one)."""
     from simulator.config import ScenarioError, read_scenario_yaml
-    from simulator.sweep import plan_sweep
+    from simulator.sweep import plan_sweep, shadowed_overrides
 
     try:
         if "sweep" not in read_scenario_yaml(scenario):
             return None
-        return plan_sweep(scenario, overrides)
+        plan = plan_sweep(scenario, overrides, refuse_shadowed=False)
     except ScenarioError as exc:
         _fail(exc)
+    _warn(
+        f"--set {text}: the sweep: section sweeps this key, so `fleetsim sweep` would refuse it "
+        "(give it there as --grid/--zip); `fleetsim run` takes it"
+        for text in shadowed_overrides(plan.spec, overrides or [])
+    )
+    return plan
 
 
 @app.command()

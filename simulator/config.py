@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -77,9 +78,16 @@ class Section(BaseModel):
     def _no_booleans_as_numbers(cls, value: Any, info: ValidationInfo) -> Any:
         """``true``/``false`` for a number field is a mistake, not 1/0 (pydantic would take it)."""
         field = cls.model_fields.get(info.field_name or "")
-        if isinstance(value, bool) and field is not None and field.annotation in (int, float):
+        if isinstance(value, bool) and field is not None and _number_not_bool(field.annotation):
             raise ValueError("should be a number, not true/false")
         return value
+
+
+def _number_not_bool(annotation: Any) -> bool:
+    """Whether a field of this type takes numbers (``int``, ``float | None``, ...) but not
+    booleans, so that a YAML ``true`` there is a mistake."""
+    kinds = set(typing.get_args(annotation)) if typing.get_args(annotation) else {annotation}
+    return bool(kinds & {int, float}) and bool not in kinds
 
 
 def _per_device(value: Any, *, unit: str, allow_zero: bool) -> Any:
@@ -833,7 +841,7 @@ def _validate_plugins(
             numbers = {
                 given
                 for name, field in config_cls.model_fields.items()
-                if field.annotation in (int, float)
+                if _number_not_bool(field.annotation)
                 for given in (name, field.alias)
             }
             booleans = [
@@ -1056,6 +1064,10 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            # merge keys (<<: *anchor) may be overridden by design; other non-scalar keys are left
+            # to PyYAML, which reports them
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
             key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
             if key in seen:
                 raise yaml.constructor.ConstructorError(

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import copy
 import os
+import secrets
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -76,7 +76,7 @@ def scenario_warnings(scenario: Scenario) -> list[str]:
             f"stream.batch_size {batch} is larger than stream.samples_per_device {samples}: "
             f"each device classifies one batch of {samples}"
         )
-    elif batch > segment:
+    elif batch > segment and samples > segment and len(set(scenario.stream.corruptions)) > 1:
         found.append(
             f"stream.batch_size {batch} is larger than stream.segment_samples {segment}: every "
             "batch mixes images of two or more domains"
@@ -250,7 +250,13 @@ def run_scenario(
     picker = scenario.policy.name  # the policy choosing uploads (a budget's inner one)
     if picker == "budget":
         picker = scenario.policy.params().inner  # type: ignore[attr-defined]
-    params = adapter_cls.for_upload_policy(scenario.cloud.params(), picker)
+    given = scenario.cloud.params()
+    params = adapter_cls.for_upload_policy(given, picker)
+    resolved = {  # choices the adapter made from the rest of the scenario (e.g. an ``auto``)
+        f"cloud.{scenario.cloud.adapter}.{key}": value
+        for key, value in (params.model_dump() if params is not None else {}).items()
+        if given is not None and getattr(given, key) != value
+    }
     adapter = adapter_cls(copy.deepcopy(edge_model).to(compute), teacher, params, num_classes, seed)
     env = simpy.Environment()
     recorder = EventRecorder()
@@ -384,6 +390,8 @@ def run_scenario(
     warnings = scenario_warnings(scenario)
     if warnings:
         summary["warnings"] = warnings
+    if resolved:
+        summary["resolved"] = resolved
     for row in summary["per_device"]:
         row.update(network.device_summary(row["device"], env.now))
     _add_energy(summary, scenario, devices, macs)
@@ -564,50 +572,72 @@ def _merge_selection(summary: dict[str, Any], selection: dict[str, Any]) -> None
         row.update(per_device.get(row["device"], {}))
 
 
-#: What a run folder holds (``run.json`` only inside a sweep); anything else in a folder given as
-#: ``--out`` means it is not a run folder, and a run never replaces it.
-RUN_FILES = frozenset({"config.yaml", "events.parquet", "summary.json", "run.json"})
+#: What a run folder holds; anything else in a folder given as ``--out`` means it is not a run
+#: folder, and a run never replaces it. ``figures/`` and ``report/`` are what ``fleetsim plot`` and
+#: ``report`` write into a single run's folder by default: they go with it.
+RUN_FILES = frozenset({"config.yaml", "events.parquet", "summary.json", "figures", "report"})
+#: A sweep's run folders also hold this (their config hash); only the sweep replaces them.
+SWEEP_RUN_FILE = "run.json"
 
 
 class OutputError(ValueError):
     """An output folder that cannot or must not be written (checked before any simulating)."""
 
 
-def check_writable(path: str | Path, what: str = "--out") -> Path:
-    """``path`` as an absolute path, after checking it is not a file and its nearest existing
-    ancestor is a folder this process may write in (raises :class:`OutputError`)."""
-    out = Path(os.path.abspath(path))
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{what} {path}: is a file, not a folder")
-    ancestor = out if out.exists() else out.parent
+def _probe(folder: Path, what: str, path: str | Path) -> None:
+    """Make and remove a folder in ``folder``: the real test of writing there (permissions alone
+    miss read-only filesystems and /proc)."""
+    try:
+        os.rmdir(make_staging_dir(".fleetsim-probe-", folder))
+    except OSError as exc:
+        raise OutputError(f"{what} {path}: cannot write in {folder} ({exc.strerror})") from None
+
+
+def _existing_folder(start: Path, what: str, path: str | Path) -> Path:
+    """The nearest existing ancestor of ``start`` (itself included), which must be a folder."""
+    ancestor = start
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise OutputError(f"{what} {path}: {ancestor} is a file, so no folder can be made under it")
-    try:  # the real test (permissions alone miss read-only filesystems and /proc)
-        os.rmdir(tempfile.mkdtemp(prefix=".fleetsim-probe-", dir=ancestor))
-    except OSError as exc:
-        raise OutputError(f"{what} {path}: cannot write in {ancestor} ({exc.strerror})") from None
+    return ancestor
+
+
+def check_writable(path: str | Path, what: str = "--out") -> Path:
+    """``path`` (a folder written *into*, e.g. a sweep's) as an absolute path, after checking it is
+    not a file and that this process can write in it or its nearest existing ancestor (raises
+    :class:`OutputError`)."""
+    out = Path(os.path.abspath(path))
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{what} {path}: is a file, not a folder")
+    _probe(_existing_folder(out, what, path), what, path)
     return out
 
 
-def make_staging_dir(prefix: str, parent: Path) -> Path:
-    """A new hidden folder in ``parent`` with the permissions of a plain ``mkdir`` (``mkdtemp``
-    makes it private, and a run folder renamed from it would stay unreadable to the group)."""
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod(0o777 & ~umask)
-    return path
-
-
-def check_run_dir(out_dir: str | Path, what: str = "--out") -> Path:
-    """Check, before a run, that ``out_dir`` can take it: writable (:func:`check_writable`), and
-    new, empty or a run folder, because a run replaces its folder whole. Returns it absolute."""
-    out = check_writable(out_dir, what)
+def check_run_dir(out_dir: str | Path, what: str = "--out", *, sweep_run: bool = False) -> Path:
+    """Check, before a run, that ``out_dir`` can take it and returns it absolute: not a file, a
+    symbolic link, the working directory or above it; new, empty or a run folder (a run replaces
+    its folder whole: it is written next to it, then renamed, so its parent must be writable). A
+    sweep's run folder (with ``run.json``) is replaced only by its sweep (``sweep_run``)."""
+    out = Path(os.path.abspath(out_dir))
+    if out.is_symlink():
+        raise OutputError(f"{what} {out_dir}: is a symbolic link; give the folder it points to")
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{what} {out_dir}: is a file, not a folder")
+    cwd = Path.cwd().resolve()
+    if out.exists() and (out.resolve() == cwd or out.resolve() in cwd.parents):
+        raise OutputError(
+            f"{what} {out_dir}: is the working directory or above it, which a run would replace"
+        )
     if out.is_dir():
-        others = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
-        others = [name for name in others if name not in RUN_FILES]
+        names = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
+        allowed = RUN_FILES | ({SWEEP_RUN_FILE} if sweep_run else set())
+        others = [name for name in names if name.rstrip("/") not in allowed]
+        if others == [SWEEP_RUN_FILE]:
+            raise OutputError(
+                f"{what} {out_dir}: is a run of a sweep (it holds {SWEEP_RUN_FILE}), which only "
+                "`fleetsim sweep` replaces; give a new or empty folder"
+            )
         if others:
             shown = ", ".join(others[:4]) + (
                 f" and {len(others) - 4} more" if len(others) > 4 else ""
@@ -616,7 +646,21 @@ def check_run_dir(out_dir: str | Path, what: str = "--out") -> Path:
                 f"{what} {out_dir}: holds {shown}, which a fleetsim run folder does not; a run "
                 "replaces its folder whole, so give a new or empty folder (or an earlier run's)"
             )
+    _probe(_existing_folder(out.parent, what, out_dir), what, out_dir)
     return out
+
+
+def make_staging_dir(prefix: str, parent: Path) -> Path:
+    """A new hidden folder in ``parent`` with the permissions of a plain ``mkdir`` (``mkdtemp``
+    makes it private, and a run folder renamed from it would stay unreadable to the group)."""
+    for _ in range(100):
+        path = parent / f"{prefix}{secrets.token_hex(4)}"
+        try:
+            path.mkdir(mode=0o777)  # the umask applies, as for any folder
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(f"no free name for a staging folder {prefix}* in {parent}")
 
 
 def replace_dir(source: Path, target: Path) -> None:

@@ -60,11 +60,13 @@ class SweepSpec:
 
     def merged(self, other: SweepSpec) -> SweepSpec:
         """``other`` (the command line) over this one (the YAML): a key ``other`` sweeps leaves
-        this one's axes, grid or zip; any ``other`` zip replaces this one's whole zip (lists in
-        lock-step only make sense together); grid keys of both multiply."""
+        this one's grid; this one's zip is dropped whole when ``other`` has a zip or sweeps one of
+        its keys (lists in lock-step only make sense together); grid keys of both multiply."""
         mine = set(other.grid) | set(other.zip)
         grid = {k: v for k, v in self.grid.items() if k not in mine}
-        zipped = {} if other.zip else {k: v for k, v in self.zip.items() if k not in mine}
+        # the YAML's zip goes whole: its lists only make sense together
+        keep_zip = not other.zip and not (mine & set(self.zip))
+        zipped = dict(self.zip) if keep_zip else {}
         return SweepSpec(
             grid={**grid, **other.grid},
             zip={**zipped, **other.zip},
@@ -242,14 +244,23 @@ class SweepPlan:
     runs: list[PlannedRun]
 
 
+def shadowed_overrides(spec: SweepSpec, overrides: list[str]) -> list[str]:
+    """The ``--set`` overrides of keys the sweep also sweeps (which would override them)."""
+    swept = {*spec.grid, *spec.zip}
+    return [text for text in overrides if text.partition("=")[0].strip() in swept]
+
+
 def plan_sweep(
     scenario_path: str | Path,
     overrides: list[str] | None = None,
     cli_spec: SweepSpec | None = None,
+    *,
+    refuse_shadowed: bool = True,
 ) -> SweepPlan:
     """Read a scenario (with its optional ``sweep:`` section), expand and validate every run.
 
-    Raises :class:`ScenarioError` naming the run and the dotted path of the first invalid config.
+    Raises :class:`ScenarioError` naming the run and the dotted path of the first invalid config,
+    or (``refuse_shadowed``) naming a ``--set`` of a swept key (:func:`shadowed_overrides`).
     """
     from simulator.engine import scenario_warnings
 
@@ -257,9 +268,8 @@ def plan_sweep(
     data = read_scenario_yaml(path)
     spec = spec_from_yaml(data.pop("sweep", None)).merged(cli_spec or SweepSpec())
     overrides = list(overrides or [])
-    swept = {*spec.grid, *spec.zip}
-    shadowed = [text for text in overrides if text.partition("=")[0].strip() in swept]
-    if shadowed:
+    shadowed = shadowed_overrides(spec, overrides)
+    if shadowed and refuse_shadowed:
         raise ScenarioError(
             [
                 Problem(
@@ -317,7 +327,7 @@ def execute_run(
     started = time.perf_counter()
     target = Path(out_dir)
     try:
-        check_run_dir(target, "run folder")  # never replace a folder that is not a run's
+        check_run_dir(target, "run folder", sweep_run=True)  # never one that is not a run's
         result = run_scenario(scenario_from_dict(resolved), device=device)
         staging = make_staging_dir(f".{target.name}.run-", target.parent)
         try:
@@ -539,7 +549,11 @@ def run_sweep(
         "counts": {},
         "runs": list(entries.values()),
     }
-    if isinstance(before, dict) and before.get("started"):  # a resumed sweep keeps its start
+    if (
+        isinstance(before, dict)
+        and before.get("started")
+        and before.get("scenario") == plan.scenario  # the same sweep, resumed: keep its start
+    ):
         manifest["first_started"] = before.get("first_started", before["started"])
 
     def save() -> None:

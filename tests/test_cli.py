@@ -51,6 +51,8 @@ def test_run_with_edgefm_routing_prints_delivered_accuracy_latency_and_offloads(
         ("dataset.name=imagenet22k", "dataset.name"),
         ("edge.checkpoint=missing.pt", "edge.checkpoint"),
         ("fleet.devices=true", "fleet.devices"),  # pydantic would take true as 1
+        ("dataset.size=true", "dataset.size"),  # int | None
+        ("network.cloud_ingress_mbps=true", "network.cloud_ingress_mbps"),  # float | None
         ("cloud.cema.batch_size=true", "cloud.cema.batch_size"),
         ("policy.cema.lambda=false", "policy.cema.lambda"),
     ],
@@ -209,6 +211,9 @@ def test_small_batches_under_batch_statistics_are_warned_about_not_refused(tmp_p
         args = ["validate", str(path), "--set", "cloud.adapter=none"]
         result = runner.invoke(app, args + [f"--set={c}" for c in changes])
         assert result.exit_code == 0 and says in result.stderr, result.stderr
+    one_domain = ["--set=stream.corruptions=[fog]", "--set=stream.segment_samples=16"]
+    result = runner.invoke(app, [*args, *one_domain, "--set=stream.batch_size=32"])
+    assert result.exit_code == 0 and "mixes" not in result.stderr  # one corruption: nothing to mix
 
 
 def test_run_never_replaces_a_folder_that_is_not_a_run_and_checks_out_before_simulating(
@@ -235,6 +240,14 @@ def test_run_never_replaces_a_folder_that_is_not_a_run_and_checks_out_before_sim
     assert (victim / "notes.txt").read_text() == "precious" and (victim / "sub").is_dir()
     assert afile.read_text() == "also precious"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "tiny.yaml", "victim"]
+    link = tmp_path / "link"
+    link.symlink_to(victim)
+    result = runner.invoke(app, ["run", str(tiny_yaml), "--out", str(link)])
+    assert result.exit_code == 2 and "symbolic link" in result.output
+    link.unlink()
+    monkeypatch.chdir(victim / "sub")  # an empty folder, but the working directory
+    result = runner.invoke(app, ["run", str(tiny_yaml), "--out", "."])
+    assert result.exit_code == 2 and "working directory" in result.output
     for name in ('""', "../../x", "a/b", ".."):
         result = runner.invoke(app, ["run", str(tiny_yaml), "--set", f"name={name}"])
         assert result.exit_code == 2 and "should be a folder name" in result.output
@@ -273,3 +286,26 @@ def test_ctrl_c_during_a_run_says_nothing_was_written(tmp_path: Path, tiny_yaml:
     result = runner.invoke(app, ["run", str(tiny_yaml), "--out", str(out), "--no-progress"])
     assert result.exit_code == 130 and "interrupted; nothing written" in result.output
     assert not out.exists()
+
+
+def test_a_run_folder_keeps_taking_runs_after_plot_but_a_sweeps_run_is_left_to_the_sweep(
+    tmp_path: Path, tiny_yaml: Path, monkeypatch
+):
+    import simulator.engine
+
+    out = tmp_path / "run"
+    assert runner.invoke(app, ["run", str(tiny_yaml), "--out", str(out)]).exit_code == 0
+    assert runner.invoke(app, ["plot", str(out), "--kind", "devices"]).exit_code == 0
+    assert (out / "figures").is_dir()
+    again = runner.invoke(app, ["run", str(tiny_yaml), "--out", str(out), "--set", "seed=3"])
+    assert again.exit_code == 0, again.output  # figures/ is fleetsim's own: it goes with the run
+    assert yaml.safe_load((out / "config.yaml").read_text())["seed"] == 3
+    (out / "run.json").write_text("{}")  # what a sweep's run folder holds
+    refused = runner.invoke(app, ["run", str(tiny_yaml), "--out", str(out)])
+    assert refused.exit_code == 2 and "only `fleetsim sweep` replaces" in refused.output
+    # the write test is made where the run is written: next to the folder, in its parent
+    probed = []
+    monkeypatch.setattr(simulator.engine, "_probe", lambda folder, *a: probed.append(folder))
+    simulator.engine.check_run_dir(tmp_path / "new" / "deeper")
+    simulator.engine.check_run_dir(tmp_path / "run2")
+    assert probed == [tmp_path, tmp_path]

@@ -139,3 +139,16 @@ def test_relative_paths_are_read_from_the_cwd_else_from_the_scenario_files_folde
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # above the working directory: absolute
     assert load_scenario(path).network.uplink_trace == (folder / "traces" / "up.csv").resolve()
+
+
+def test_yaml_merge_keys_still_work_and_only_real_duplicates_are_refused(tmp_path: Path):
+    path = tmp_path / "merge.yaml"
+    path.write_text(
+        "cloud:\n  adapter: eata\n  tent: &shared {batch_size: 16, lr: 0.001}\n"
+        "  eata: {<<: *shared, lr: 0.002}\npolicy: {name: eata}\n"
+    )
+    scenario = load_scenario(path)
+    assert (scenario.cloud.params().batch_size, scenario.cloud.params().lr) == (16, 0.002)
+    path.write_text("seed: 1\nseed: 2\n")
+    with pytest.raises(ScenarioError, match="given twice"):
+        load_scenario(path)

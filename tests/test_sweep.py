@@ -354,3 +354,20 @@ def test_analysis_warns_about_run_folders_the_sweep_json_does_not_list(tmp_path,
     result = CliRunner().invoke(app, ["plot", str(out), "--out", str(tmp_path / "fig")])
     assert result.exit_code == 0, result.output
     assert "1 run folder not in its sweep.json (policy.name=none)" in result.stderr
+
+
+def test_validate_warns_of_a_set_of_a_swept_key_that_run_takes(tmp_path):
+    data = tiny_scenario_dict()
+    data["sweep"] = {"grid": {"policy.name": ["none", "all"]}}
+    path = _write(tmp_path, data)
+    result = CliRunner().invoke(app, ["validate", str(path), "--set", "policy.name=cema"])
+    assert result.exit_code == 0, result.output
+    assert "--set policy.name=cema: the sweep: section sweeps this key" in result.stderr
+
+
+def test_a_command_line_grid_over_a_zipped_key_drops_the_yamls_whole_zip():
+    yaml_spec = SweepSpec(zip={"cloud.adapter": ["none", "cema"], "policy.name": ["none", "cema"]})
+    merged = yaml_spec.merged(SweepSpec(grid={"policy.name": ["all", "random"]}))
+    assert merged.zip == {} and merged.grid == {"policy.name": ["all", "random"]}
+    kept = yaml_spec.merged(SweepSpec(grid={"seed": [1, 2]}))
+    assert kept.zip == yaml_spec.zip

@@ -343,6 +343,8 @@ def test_a_run_resolves_the_eata_cloud_filter_from_the_upload_policy() -> None:
         s = run_scenario(scenario_from_dict(data, [*base, *overrides])).summary
         return s["updates"], s["mean_entropy"]
 
+    summary = run_scenario(scenario_from_dict(data, [*base, "policy.name=eata"])).summary
+    assert summary["resolved"] == {"cloud.eata.cloud_filter": False}  # what auto became
     behind_eata = updates("policy.name=eata")
     assert behind_eata == updates("policy.name=eata", "cloud.eata.cloud_filter=false")
     budget = ["policy.name=budget", "policy.budget.inner=eata", "policy.budget.burst_s=1000"]

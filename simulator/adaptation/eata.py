@@ -166,8 +166,10 @@ class EataAdapter(EntropyAdapter):
                 "off": False,
                 "no": False,
             }
-            if isinstance(value, bool) or value == "auto":
+            if isinstance(value, bool):
                 return value
+            if isinstance(value, str) and value.lower() == "auto":
+                return "auto"
             if isinstance(value, str) and value.lower() in words:
                 return words[value.lower()]
             raise ValueError("should be true, false or auto")
