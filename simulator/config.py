@@ -749,10 +749,10 @@ class Scenario(Section):
     @field_validator("name")
     @classmethod
     def _folder_name(cls, value: str) -> str:
-        if value.strip() in ("", ".", "..") or any(c in value for c in "/\\\0"):
+        if not value.strip() or value.startswith(".") or any(c in value for c in "/\\\0"):
             raise ValueError(
                 "should be a folder name (runs/<name> is the default run folder): not empty, "
-                "not . or .., without / or \\"
+                "not starting with . (hidden), without / or \\"
             )
         return value
 

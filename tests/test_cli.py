@@ -248,7 +248,7 @@ def test_run_never_replaces_a_folder_that_is_not_a_run_and_checks_out_before_sim
     monkeypatch.chdir(victim / "sub")  # an empty folder, but the working directory
     result = runner.invoke(app, ["run", str(tiny_yaml), "--out", "."])
     assert result.exit_code == 2 and "working directory" in result.output
-    for name in ('""', "../../x", "a/b", ".."):
+    for name in ('""', "../../x", "a/b", "..", ".hidden"):
         result = runner.invoke(app, ["run", str(tiny_yaml), "--set", f"name={name}"])
         assert result.exit_code == 2 and "should be a folder name" in result.output
 
