@@ -38,10 +38,18 @@ def with_methods(runs: pd.DataFrame) -> pd.DataFrame:
     runs = runs.copy()
     adapters = _column(runs, "adapter", "cloud.adapter")
     policies = _column(runs, "policy", HUE)
-    runs[METHOD] = [
-        METHOD_LABELS.get((str(a), str(p)), f"{a}/{p}")
-        for a, p in zip(adapters, policies, strict=True)
-    ]
+    paths = _column(runs, "path")
+    labels = []
+    for a, p, path in zip(adapters, policies, paths, strict=True):
+        label = METHOD_LABELS.get((str(a), str(p)), f"{a}/{p}")
+        if p == "budget" and path is not None:  # as the tables name it: with its inner policy
+            try:
+                inner = (read_config(path).get("policy") or {}).get("budget", {}).get("inner")
+            except OSError:
+                inner = None
+            label += f" ({inner})" if inner else ""
+        labels.append(label)
+    runs[METHOD] = labels
     return runs
 
 

@@ -250,3 +250,12 @@ def test_compare_names_a_missing_method_before_building_the_table(tmp_path):
         paired_comparison([root], a="CEMA", b="Nope")
     result = runner.invoke(app, ["compare", str(root), "--a", "Nope", "--b", "CEMA"])
     assert result.exit_code == 2 and "no runs of method 'Nope'" in result.output
+
+
+def test_figures_name_a_budget_method_with_its_inner_policy_as_the_tables_do(tmp_path):
+    spec = SweepSpec(
+        zip={"cloud.adapter": ["none", "cema"], "policy.name": ["none", "budget"]},
+        grid={"policy.budget.inner": ["random"]},
+    )
+    runs = with_methods(load_runs(fake_sweep(tmp_path, spec)))
+    assert sorted(runs["method"]) == ["Source", "cema/budget (random)"]
