@@ -252,10 +252,11 @@ def run_scenario(
         picker = scenario.policy.params().inner  # type: ignore[attr-defined]
     given = scenario.cloud.params()
     params = adapter_cls.for_upload_policy(given, picker)
+    before = given.model_dump() if given is not None else {}
     resolved = {  # choices the adapter made from the rest of the scenario (e.g. an ``auto``)
         f"cloud.{scenario.cloud.adapter}.{key}": value
         for key, value in (params.model_dump() if params is not None else {}).items()
-        if given is not None and getattr(given, key) != value
+        if key in before and before[key] != value
     }
     adapter = adapter_cls(copy.deepcopy(edge_model).to(compute), teacher, params, num_classes, seed)
     env = simpy.Environment()
