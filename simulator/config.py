@@ -1114,29 +1114,30 @@ PATH_KEYS = (
 )
 
 
+def rebase_path(value: Any, folder: Path) -> Any:
+    """A relative path (or list of them) that does not exist from the working directory but does
+    from ``folder`` (the scenario file's) is taken from there: relative to the working directory
+    when below it (so the resolved config, and a sweep's config hashes, do not depend on where the
+    checkout lives), else absolute. Anything else is returned as it is."""
+    if isinstance(value, list):
+        return [rebase_path(v, folder) for v in value]
+    if not isinstance(value, str) or not value or Path(value).is_absolute():
+        return value
+    if Path(value).exists() or not (folder / value).exists():
+        return value
+    found = (folder / value).resolve()
+    try:
+        return str(found.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(found)
+
+
 def _rebase_paths(data: dict[str, Any], folder: Path) -> None:
-    """A relative path that does not exist from the working directory but does from the scenario
-    file's folder is taken from there: relative to the working directory when below it (so the
-    resolved config, and a sweep's config hashes, do not depend on where the checkout lives),
-    else absolute."""
-
-    def rebased(value: Any) -> Any:
-        if isinstance(value, list):
-            return [rebased(v) for v in value]
-        if not isinstance(value, str) or not value or Path(value).is_absolute():
-            return value
-        if Path(value).exists() or not (folder / value).exists():
-            return value
-        found = (folder / value).resolve()
-        try:
-            return str(found.relative_to(Path.cwd().resolve()))
-        except ValueError:
-            return str(found)
-
+    """:func:`rebase_path` on every :data:`PATH_KEYS` value of a scenario mapping, in place."""
     for section, key in PATH_KEYS:
         node = data.get(section)
         if isinstance(node, dict) and key in node:
-            node[key] = rebased(node[key])
+            node[key] = rebase_path(node[key], folder)
 
 
 def load_scenario(path: str | Path, overrides: list[str] | None = None) -> Scenario:

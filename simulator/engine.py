@@ -84,7 +84,8 @@ def scenario_warnings(scenario: Scenario) -> list[str]:
     adapter = ADAPTERS.get(scenario.cloud.adapter)
     data = scenario.dataset.name
     models = [("edge.model", scenario.edge.model, scenario.edge.checkpoint)]
-    if adapter.needs_teacher and scenario.cloud.teacher is not None:
+    answers = adapter.needs_teacher or scenario.routing.name != "edge_only"  # offloads too
+    if answers and scenario.cloud.teacher is not None:
         models.append(("cloud.teacher", scenario.cloud.teacher, scenario.cloud.teacher_checkpoint))
     for key, name, checkpoint in models:
         origin = trained_on(name)

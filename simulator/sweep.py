@@ -38,7 +38,14 @@ from typing import Any
 
 import yaml
 
-from simulator.config import Problem, ScenarioError, read_scenario_yaml, scenario_from_dict
+from simulator.config import (
+    PATH_KEYS,
+    Problem,
+    ScenarioError,
+    read_scenario_yaml,
+    rebase_path,
+    scenario_from_dict,
+)
 
 MANIFEST = "sweep.json"
 RUN_INFO = "run.json"
@@ -267,6 +274,9 @@ def plan_sweep(
     path = Path(scenario_path)
     data = read_scenario_yaml(path)
     spec = spec_from_yaml(data.pop("sweep", None)).merged(cli_spec or SweepSpec())
+    for axis in (spec.grid, spec.zip):  # file paths swept: as in the scenario's own sections
+        for key in axis.keys() & {".".join(k) for k in PATH_KEYS}:
+            axis[key] = [rebase_path(v, path.parent) for v in axis[key]]
     overrides = list(overrides or [])
     shadowed = shadowed_overrides(spec, overrides)
     if shadowed and refuse_shadowed:

@@ -203,6 +203,14 @@ def test_small_batches_under_batch_statistics_are_warned_about_not_refused(tmp_p
     assert "edge.model synthetic_edge was trained on synthetic, but dataset.name is cifar10" in (
         result.stderr
     )
+    offloads = [
+        "--set=edge.model=resnet20",
+        "--set=routing.name=edgefm",
+        "--set=cloud.adapter=none",
+    ]
+    result = runner.invoke(app, ["validate", str(path), "--set=dataset.name=cifar10", *offloads])
+    assert "edge.model" not in result.stderr  # resnet20 is a CIFAR-10 model
+    assert "cloud.teacher synthetic_teacher was trained on synthetic" in result.stderr  # answers
     # batches longer than a domain segment or a whole stream: warned whatever the adapter
     for changes, says in (
         (["stream.segment_samples=16", "stream.batch_size=32"], "every batch mixes images"),

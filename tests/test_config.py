@@ -139,6 +139,14 @@ def test_relative_paths_are_read_from_the_cwd_else_from_the_scenario_files_folde
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)  # above the working directory: absolute
     assert load_scenario(path).network.uplink_trace == (folder / "traces" / "up.csv").resolve()
+    # paths a sweep: section sweeps are read the same way
+    from simulator.sweep import plan_sweep
+
+    data["sweep"] = {"grid": {"network.uplink_trace": ["traces/up.csv", None]}}
+    path.write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(tmp_path)
+    traces = [r.resolved["network"]["uplink_trace"] for r in plan_sweep(path).runs]
+    assert traces == ["study/traces/up.csv", None]
 
 
 def test_yaml_merge_keys_still_work_and_only_real_duplicates_are_refused(tmp_path: Path):
