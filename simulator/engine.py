@@ -394,6 +394,7 @@ def run_scenario(
         summary["warnings"] = warnings
     if resolved:
         summary["resolved"] = resolved
+    summary.update(adapter.summary_figures())
     for row in summary["per_device"]:
         row.update(network.device_summary(row["device"], env.now))
     _add_energy(summary, scenario, devices, macs)

@@ -345,6 +345,9 @@ def test_a_run_resolves_the_eata_cloud_filter_from_the_upload_policy() -> None:
 
     summary = run_scenario(scenario_from_dict(data, [*base, "policy.name=eata"])).summary
     assert summary["resolved"] == {"cloud.eata.cloud_filter": False}  # what auto became
+    # unfiltered, the cloud keeps every upload that reached a full cloud batch
+    assert summary["cloud_kept_samples"] == summary["cloud_reliable_samples"] > 0
+    assert summary["cloud_kept_samples"] == 16 * summary["cloud_steps"]
     behind_eata = updates("policy.name=eata")
     assert behind_eata == updates("policy.name=eata", "cloud.eata.cloud_filter=false")
     budget = ["policy.name=budget", "policy.budget.inner=eata", "policy.budget.burst_s=1000"]

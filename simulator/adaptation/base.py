@@ -122,6 +122,11 @@ class CloudAdapter(ABC):
         (``policy``: the upload policy that picks them; inside ``budget``, its inner policy)."""
         return config
 
+    def summary_figures(self) -> dict[str, int | float]:
+        """Adapter-specific totals of the run for summary.json (e.g. how many uploads a filter
+        on the cloud kept); none by default."""
+        return {}
+
     @abstractmethod
     def observe(self, scope: Hashable, images: torch.Tensor) -> AdaptStats:
         """Learn from the uploads (n, 3, H, W) float in [0, 1] of one edge batch of one device."""

@@ -206,6 +206,15 @@ class EataAdapter(EntropyAdapter):
             return 0, 0
         return state.reliable_samples, state.kept_samples
 
+    def summary_figures(self) -> dict[str, int | float]:
+        """Cloud samples kept by EATA's entropy filter and by both filters, over all scopes (every
+        sample stepped on, with ``cloud_filter: false``)."""
+        scopes = [s for s in self._scopes.values() if isinstance(s, EataScope)]
+        return {
+            "cloud_reliable_samples": sum(s.reliable_samples for s in scopes),
+            "cloud_kept_samples": sum(s.kept_samples for s in scopes),
+        }
+
     def fisher(self, scope: Hashable) -> dict[str, torch.Tensor] | None:
         """The scope's current Fisher estimate per BN affine parameter (``None`` before any)."""
         state = self._scopes.get(scope)
