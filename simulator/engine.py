@@ -40,7 +40,7 @@ from simulator.fleet.selection import DeviceSelector, Member
 from simulator.metrics import EventRecorder, summarize, summarize_selection
 from simulator.models.flops import count_macs
 from simulator.models.norm import get_norm_state
-from simulator.models.zoo import create_model, trained_on
+from simulator.models.zoo import create_model, trained_on, weights_status
 
 # Distinct streams of randomness derived from the scenario seed, one per purpose (and per device).
 _STREAM, _POLICY, _POLICY_INNER = (
@@ -88,12 +88,17 @@ def scenario_warnings(scenario: Scenario) -> list[str]:
     if answers and scenario.cloud.teacher is not None:
         models.append(("cloud.teacher", scenario.cloud.teacher, scenario.cloud.teacher_checkpoint))
     for key, name, checkpoint in models:
+        if checkpoint is not None:
+            continue
         origin = trained_on(name)
-        if checkpoint is None and origin is not None and origin != data:
+        if origin is not None and origin != data:
             found.append(
                 f"{key} {name} was trained on {origin}, but dataset.name is {data}: its "
                 f"predictions will be near chance (pick a {data} model, fleetsim list models)"
             )
+        where = weights_status(name)
+        if where.startswith("missing"):
+            found.append(f"{key} {name}: its weights are not on this machine ({where})")
     if adapter.edge_norm_for(scenario.cloud.params()) != "batch":
         return found
     last = samples % batch  # a stream's last batch is short unless batches divide it

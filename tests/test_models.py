@@ -293,9 +293,16 @@ def test_zoo_list_says_where_each_models_weights_are(tmp_path, monkeypatch):
     assert weights_status("synthetic_edge-w4a4-gdfq") == (
         "missing: fleetsim zoo quantize --model synthetic_edge --bits 4 --method gdfq"
     )
+    from simulator.config import scenario_from_dict
+    from simulator.engine import scenario_warnings
+    from tests.conftest import tiny_scenario_dict
+
+    quantized = scenario_from_dict(tiny_scenario_dict(edge__model="synthetic_edge-w4a4-gdfq"))
+    assert any("its weights are not on this machine" in w for w in scenario_warnings(quantized))
     built = tmp_path / ".cache" / "fleetsim" / "models" / "synthetic_edge-w4a4-gdfq.pt"
     built.parent.mkdir(parents=True)
     built.write_bytes(b"x")
     assert weights_status("synthetic_edge-w4a4-gdfq") == f"found in {built.parent}"
+    assert not any("weights" in w for w in scenario_warnings(quantized))
     result = CliRunner().invoke(app, ["zoo", "list"], env={"COLUMNS": "200"})
     assert result.exit_code == 0 and "shipped" in result.output and "found in" in result.output
