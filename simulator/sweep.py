@@ -114,7 +114,9 @@ def parse_values(text: str) -> tuple[str, list[Any]]:
     key, sep, raw = text.partition("=")
     key, raw = key.strip(), raw.strip()
     if not sep or not key or not raw:
-        raise ScenarioError([Problem(text, text, "sweep axis must look like dotted.key=v1,v2,...")])
+        raise ScenarioError(
+            [Problem("--grid/--zip", text, "a sweep axis looks like dotted.key=v1,v2,...")]
+        )
     try:
         if raw.startswith("["):
             values = yaml.safe_load(raw)
@@ -191,9 +193,16 @@ def expand(spec: SweepSpec, base_seed: int = 0) -> list[RunSpec]:
         if seed is not None:
             params["seed"] = seed
         runs.append(RunSpec(run_name(params), params))
+    if spec.seeds is not None and "seed" in {*spec.grid, *spec.zip}:
+        raise ScenarioError(
+            [Problem("sweep.seeds", spec.seeds, "seed is swept as an axis too: use one of the two")]
+        )
     names = [r.name for r in runs]
     if len(set(names)) != len(names):
-        raise ScenarioError([Problem("sweep", names, "two runs would share a folder name")])
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ScenarioError(
+            [Problem("sweep", twice[:3], "these runs would share a folder name (equal values?)")]
+        )
     return runs
 
 

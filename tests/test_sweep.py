@@ -371,3 +371,13 @@ def test_a_command_line_grid_over_a_zipped_key_drops_the_yamls_whole_zip():
     assert merged.zip == {} and merged.grid == {"policy.name": ["all", "random"]}
     kept = yaml_spec.merged(SweepSpec(grid={"seed": [1, 2]}))
     assert kept.zip == yaml_spec.zip
+
+
+def test_sweep_axis_mistakes_say_what_is_wrong():
+    with pytest.raises(ScenarioError, match="a sweep axis looks like dotted.key=v1,v2"):
+        parse_values("policy.name=")
+    with pytest.raises(ScenarioError, match="seed is swept as an axis too"):
+        expand(SweepSpec(grid={"seed": [0, 1]}, seeds=2))
+    with pytest.raises(ScenarioError, match="share a folder name") as info:
+        expand(SweepSpec(grid={"policy.name": ["all", "all"]}))
+    assert "policy.name=all" in str(info.value)
