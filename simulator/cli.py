@@ -144,7 +144,12 @@ def run(
     overrides: SetOption = None,
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Run folder (default: runs/<scenario name>)."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="Run folder (default: runs/<scenario name>): new, empty or an earlier run's, "
+            "which the run replaces whole.",
+        ),
     ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar of simulated time.")] = True,
     threads: Annotated[
@@ -590,7 +595,8 @@ ZipOption = Annotated[
     typer.Option(
         "--zip",
         "-z",
-        help="Zipped axis, walked in lock-step with the other --zip axes: key=v1,v2,... Repeatable.",
+        help="Zipped axis, walked in lock-step with the other --zip axes: key=v1,v2,... "
+        "Repeatable; replaces the scenario's own sweep.zip whole.",
     ),
 ]
 
@@ -627,7 +633,12 @@ def sweep(
     progress: Annotated[bool, typer.Option(help="Show a progress bar over runs.")] = True,
     device: DeviceOption = "cpu",
 ) -> None:
-    """Run a scenario over a grid of overrides and seeds; resumable (finished runs are skipped)."""
+    """Run a scenario over a grid of overrides and seeds; resumable (finished runs are skipped).
+
+    The scenario's own sweep: section (grid, zip, seeds) combines with --grid/--zip: a key given
+    here leaves the YAML's axes, and --set of a swept key is refused. --jobs 1 runs with all
+    torch threads, --jobs 2+ with one per run; the last digits of the numbers depend on it, so
+    resume with the --jobs the sweep started with."""
     from simulator.config import ScenarioError
     from simulator.engine import OutputError, check_writable
     from simulator.sweep import SweepSpec, parse_values, plan_sweep, run_sweep
