@@ -607,17 +607,22 @@ def _atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def write_table(
-    table: pd.DataFrame, out: str | Path, caption_text: str | None = None, label: str = "tab:tta"
-) -> tuple[Path, Path]:
-    """``<out>.md`` (caption line, blank line, table) and ``<out>.tex`` (booktabs), atomically;
-    an ``out`` ending in ``.md`` or ``.tex`` names the same pair (``t.md`` -> t.md, t.tex)."""
+def table_paths(out: str | Path) -> tuple[Path, Path]:
+    """``<out>.md`` and ``<out>.tex``; an ``out`` ending in ``.md`` or ``.tex`` names the same
+    pair (``t.md`` -> t.md, t.tex)."""
     out = Path(out)
     if out.suffix in (".md", ".tex"):
         out = out.with_suffix("")
+    return out.with_name(out.name + ".md"), out.with_name(out.name + ".tex")
+
+
+def write_table(
+    table: pd.DataFrame, out: str | Path, caption_text: str | None = None, label: str = "tab:tta"
+) -> tuple[Path, Path]:
+    """``<out>.md`` (caption line, blank line, table) and ``<out>.tex`` (booktabs), atomically
+    (paths: :func:`table_paths`)."""
     text = caption_text if caption_text is not None else caption(table)
-    md = out.with_name(out.name + ".md")
-    tex = out.with_name(out.name + ".tex")
+    md, tex = table_paths(out)
     _atomic_write(md, f"{text}\n\n{to_markdown(table)}")
     _atomic_write(tex, to_latex(table, caption=text, label=label))
     return md, tex

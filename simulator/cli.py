@@ -850,11 +850,11 @@ def table(
     from analysis import tta
 
     try:
-        stem = out.with_suffix("") if out.suffix in (".md", ".tex") else out
-        for path in (stem.with_name(stem.name + ".md"), stem.with_name(stem.name + ".tex")):
+        paths = tta.table_paths(out)
+        for path in paths:
             if path.is_dir():
                 raise ValueError(f"--out {out}: {path} is a folder; give a file name stem")
-        above = next((d for d in stem.parents if d.exists() and not d.is_dir()), None)
+        above = next((d for d in paths[0].parents if d.exists() and not d.is_dir()), None)
         if above is not None:
             raise ValueError(
                 f"--out {out} lies under {above}, a file, not a folder: give a path in a folder"

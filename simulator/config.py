@@ -70,6 +70,10 @@ def _short(value: Any, limit: int = 80) -> str:
 # Schema
 
 
+#: The message for true/false given to a number field (core sections and plugin parameters).
+NOT_A_BOOLEAN = "should be a number, not true/false"
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -79,7 +83,7 @@ class Section(BaseModel):
         """``true``/``false`` for a number field is a mistake, not 1/0 (pydantic would take it)."""
         field = cls.model_fields.get(info.field_name or "")
         if isinstance(value, bool) and field is not None and _number_not_bool(field.annotation):
-            raise ValueError("should be a number, not true/false")
+            raise ValueError(NOT_A_BOOLEAN)
         return value
 
 
@@ -845,9 +849,7 @@ def _validate_plugins(
                 for given in (name, field.alias)
             }
             booleans = [
-                Problem(
-                    f"{section}.{key}.{given}", given_value, "should be a number, not true/false"
-                )
+                Problem(f"{section}.{key}.{given}", given_value, NOT_A_BOOLEAN)
                 for given, given_value in value.items()
                 if given in numbers and isinstance(given_value, bool)
             ]
