@@ -346,7 +346,9 @@ def main() -> None:
             [1, 16, 128] if quick else [1, 16, 64, 128, 256, 1024, 4096, 8192],
             256 if quick else 16384,
         ),
-        "throughput": lambda: throughput(device, args.data, 512 if quick else 16384, [None], fleet),
+        "throughput": lambda: throughput(
+            device, args.data, 512 if quick else 16384, [None], fleet if quick else [*fleet, 1000]
+        ),
         "quickstart": lambda: quickstart(device, 128 if quick else None),
         "rows": lambda: throughput(  # other pass sizes, for DEFAULT_MAX_ROWS
             device, args.data, 512 if quick else 16384, [128] if quick else [128, 1024], fleet
