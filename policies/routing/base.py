@@ -14,12 +14,17 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from simulator.registry import Registry
+
 #: Per-sample route codes written to ``last_routes`` (the ``route`` column of sample events).
 EDGE = "edge"  # answered on the device: confident enough (or the policy never offloads)
 SLO_LIMITED = "slo_limited"  # uncertain, but the latency objective left no room to offload it
 CLOUD = "cloud"  # offloaded: the cloud foundation model answers
 PROBE = "probe"  # offloaded to measure the network again after a long silence
 ROUTES = (EDGE, SLO_LIMITED, CLOUD, PROBE)
+
+#: Routing policies by name; ``policies.routing`` registers the built-in ones.
+ROUTING_POLICIES: Registry = Registry("routing policy")
 
 
 class OffloadConfig(BaseModel):

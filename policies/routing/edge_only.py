@@ -6,8 +6,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from policies.routing import ROUTING_POLICIES
-from policies.routing.base import EDGE, RoutingPolicy, margin_uncertainty
+from policies.routing.base import EDGE, ROUTING_POLICIES, RoutingPolicy, margin_uncertainty
 
 
 @ROUTING_POLICIES.register("edge_only")

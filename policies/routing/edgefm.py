@@ -50,11 +50,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from policies.routing import ROUTING_POLICIES
 from policies.routing.base import (
     CLOUD,
     EDGE,
     PROBE,
+    ROUTING_POLICIES,
     SLO_LIMITED,
     OffloadConfig,
     RoutingPolicy,

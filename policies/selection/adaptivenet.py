@@ -24,8 +24,7 @@ from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from policies.selection import SELECTION_POLICIES
-from policies.selection.base import Decision, SelectionPolicy
+from policies.selection.base import SELECTION_POLICIES, Decision, SelectionPolicy
 from policies.selection.family import FamilyMember, ModelFamily, load_family
 
 

@@ -20,6 +20,8 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
+from simulator.registry import Registry
+
 #: Why a device runs a different model than before (the ``reason`` of a ``switch`` event).
 INITIAL = "initial"  # the first choice of the run
 BUDGET_CHANGE = "budget_change"  # the device's latency budget changed
@@ -28,6 +30,9 @@ RECOVERY = "recovery"  # measured latency fell: a more accurate model meets the 
 NONE_FITS = "none_fits"  # no member meets the budget: the fastest one runs
 KEPT = "kept"  # no switch
 SWITCH_REASONS = (INITIAL, BUDGET_CHANGE, SLOWDOWN, RECOVERY, NONE_FITS)
+
+#: Selection policies by name; ``policies.selection`` registers the built-in ones.
+SELECTION_POLICIES: Registry = Registry("selection policy")
 
 
 @dataclass(frozen=True)

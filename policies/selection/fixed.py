@@ -6,8 +6,7 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict
 
-from policies.selection import SELECTION_POLICIES
-from policies.selection.base import Decision, SelectionPolicy
+from policies.selection.base import SELECTION_POLICIES, Decision, SelectionPolicy
 
 
 @SELECTION_POLICIES.register("fixed")

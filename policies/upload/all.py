@@ -6,8 +6,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from policies.upload import UPLOAD_POLICIES
-from policies.upload.base import UPLOADED, UploadPolicy, check_batch
+from policies.upload.base import UPLOAD_POLICIES, UPLOADED, UploadPolicy, check_batch
 
 
 @UPLOAD_POLICIES.register("all")

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
+from simulator.registry import Registry
+
 #: Per-sample reason codes written to ``last_reasons`` (for the event log).
 UPLOADED = "uploaded"
 UNRELIABLE = "unreliable"
@@ -23,6 +25,9 @@ NOT_SAMPLED = "not_sampled"
 DISABLED = "disabled"
 OVER_BUDGET = "over_budget"
 REASONS = (UPLOADED, UNRELIABLE, LOW_INFO, REDUNDANT, NOT_SAMPLED, DISABLED, OVER_BUDGET)
+
+#: Upload policies by name; ``policies.upload`` registers the built-in ones.
+UPLOAD_POLICIES: Registry = Registry("upload policy")
 
 
 class UploadPolicy(ABC):

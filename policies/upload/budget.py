@@ -17,8 +17,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from policies.upload import UPLOAD_POLICIES
-from policies.upload.base import OVER_BUDGET, UPLOADED, UploadPolicy, check_batch
+from policies.upload.base import OVER_BUDGET, UPLOAD_POLICIES, UPLOADED, UploadPolicy, check_batch
 
 
 @UPLOAD_POLICIES.register("budget")

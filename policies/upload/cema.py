@@ -37,11 +37,11 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
-from policies.upload import UPLOAD_POLICIES
 from policies.upload.base import (
     LOW_INFO,
     REDUNDANT,
     UNRELIABLE,
+    UPLOAD_POLICIES,
     UPLOADED,
     UploadPolicy,
     check_batch,

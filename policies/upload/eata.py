@@ -20,8 +20,14 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from policies.upload import UPLOAD_POLICIES
-from policies.upload.base import REDUNDANT, UNRELIABLE, UPLOADED, UploadPolicy, check_batch
+from policies.upload.base import (
+    REDUNDANT,
+    UNRELIABLE,
+    UPLOAD_POLICIES,
+    UPLOADED,
+    UploadPolicy,
+    check_batch,
+)
 from simulator.adaptation.eata import eata_filter
 
 

@@ -6,8 +6,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from policies.upload import UPLOAD_POLICIES
-from policies.upload.base import DISABLED, UploadPolicy, check_batch
+from policies.upload.base import DISABLED, UPLOAD_POLICIES, UploadPolicy, check_batch
 
 
 @UPLOAD_POLICIES.register("none")

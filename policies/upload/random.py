@@ -6,8 +6,13 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from policies.upload import UPLOAD_POLICIES
-from policies.upload.base import NOT_SAMPLED, UploadPolicy, check_batch, reasons_for
+from policies.upload.base import (
+    NOT_SAMPLED,
+    UPLOAD_POLICIES,
+    UploadPolicy,
+    check_batch,
+    reasons_for,
+)
 
 
 @UPLOAD_POLICIES.register("random")

@@ -24,8 +24,14 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from policies.routing.base import margin_uncertainty
-from policies.upload import UPLOAD_POLICIES
-from policies.upload.base import LOW_INFO, OVER_BUDGET, UPLOADED, UploadPolicy, check_batch
+from policies.upload.base import (
+    LOW_INFO,
+    OVER_BUDGET,
+    UPLOAD_POLICIES,
+    UPLOADED,
+    UploadPolicy,
+    check_batch,
+)
 
 
 @UPLOAD_POLICIES.register("uncertain")

@@ -1,10 +1,11 @@
-"""Cloud adaptation algorithms, found by name in ``ADAPTERS`` (``none``, ``bn_stats``, ``cema``)."""
+"""Cloud adaptation algorithms, found by name in ``ADAPTERS`` (``none``, ``bn_stats``, ``tent``,
+``eata``, ``cema``).
 
-from simulator.registry import Registry
+The registry lives in :mod:`simulator.adaptation.base`, which the algorithms' modules import; this
+package only imports them, so that importing it registers every built-in adapter.
+"""
 
-ADAPTERS: Registry = Registry("adapter")
-
-from simulator.adaptation import bn_stats, cema, eata, none, tent  # noqa: E402, F401  (register built-ins)
-from simulator.adaptation.base import AdaptStats, CloudAdapter  # noqa: E402
+from simulator.adaptation import bn_stats, cema, eata, none, tent  # noqa: F401  (register built-ins)
+from simulator.adaptation.base import ADAPTERS, AdaptStats, CloudAdapter
 
 __all__ = ["ADAPTERS", "AdaptStats", "CloudAdapter"]

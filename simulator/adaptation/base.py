@@ -20,10 +20,15 @@ from pydantic import BaseModel
 from torch import nn
 
 from simulator.models.norm import get_norm_state
+from simulator.registry import Registry
 
 EdgeNorm = Literal["eval", "batch"]
 
+#: Cloud adapters by name; ``simulator.adaptation`` registers the built-in ones.
+ADAPTERS: Registry = Registry("adapter")
+
 __all__ = [
+    "ADAPTERS",
     "AdaptStats",
     "CloudAdapter",
     "EdgeNorm",

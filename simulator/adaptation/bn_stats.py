@@ -5,7 +5,7 @@ The edge normalises every test batch with that batch's own statistics; the cloud
 
 from __future__ import annotations
 
-from simulator.adaptation import ADAPTERS
+from simulator.adaptation.base import ADAPTERS
 from simulator.adaptation.none import SourceAdapter
 
 

@@ -56,8 +56,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from simulator.adaptation import ADAPTERS
-from simulator.adaptation.base import AdaptStats, EdgeNorm, ScopedAdapter, cloud_layout
+from simulator.adaptation.base import ADAPTERS, AdaptStats, EdgeNorm, ScopedAdapter, cloud_layout
 from simulator.adaptation.losses import cema_distillation_loss, teacher_entropy_loss
 from simulator.adaptation.replay import ReplayBuffer
 from simulator.models.logit_cache import LogitCache

@@ -60,7 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 from torch.func import functional_call
 
-from simulator.adaptation import ADAPTERS
+from simulator.adaptation.base import ADAPTERS
 from simulator.adaptation.losses import entropy_weights, softmax_entropy
 from simulator.adaptation.tent import EntropyAdapter, EntropyScope
 from simulator.models.norm import use_batch_statistics

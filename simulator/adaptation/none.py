@@ -7,8 +7,7 @@ from collections.abc import Hashable
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from simulator.adaptation import ADAPTERS
-from simulator.adaptation.base import AdaptStats, CloudAdapter, cpu_copy
+from simulator.adaptation.base import ADAPTERS, AdaptStats, CloudAdapter, cpu_copy
 
 
 @ADAPTERS.register("none")

@@ -33,8 +33,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from simulator.adaptation import ADAPTERS
-from simulator.adaptation.base import AdaptStats, ScopedAdapter, cloud_layout
+from simulator.adaptation.base import ADAPTERS, AdaptStats, ScopedAdapter, cloud_layout
 from simulator.adaptation.losses import softmax_entropy
 from simulator.models.norm import (
     configure_norm_adaptation,
