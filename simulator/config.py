@@ -3,19 +3,21 @@
 Validation happens once, here, at the edge of the program. Every problem is reported with its dotted
 path, the value given and what is allowed; the rest of the simulator trusts the typed objects.
 
-Plugins (upload policies, cloud adapters) carry their own pydantic ``Config``. Their parameters live in
-a sub-section named after the plugin (``policy.cema.e_min``, ``cloud.cema.lr_edge``), so a YAML can hold
-the parameters of several plugins and a sweep can switch ``policy.name`` without editing the file.
+Plugins (upload policies, cloud adapters, routing and selection policies) carry their own pydantic
+``Config``. Their parameters live in a sub-section named after the plugin (``policy.cema.e_min``,
+``cloud.cema.lr_edge``), so a YAML can hold the parameters of several plugins and a sweep can switch
+``policy.name`` without editing the file; :class:`PluginSection` is that pattern, once.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib
 import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -30,6 +32,7 @@ from pydantic import (
 )
 
 from simulator.fleet.profiles import HardwareProfile
+from simulator.registry import Registry
 
 # --------------------------------------------------------------------------------------------------
 # Errors
@@ -64,6 +67,23 @@ _MISSING = object()
 def _short(value: Any, limit: int = 80) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# --------------------------------------------------------------------------------------------------
+# Choices: each defined once, here; the schema's fields use them, and code that checks or lists a
+# choice reads its values with ``typing.get_args`` (``get_args(CloudSchedule)``).
+
+Split = Literal["test", "train"]
+CorruptionSource = Literal["generated", "folder"]
+StreamSchedule = Literal["continual", "random"]
+Arrival = Literal["fixed", "poisson"]
+LatencyDist = Literal["constant", "normal", "lognormal"]
+TraceEnd = Literal["loop", "hold"]
+Encoding = Literal["raw", "jpeg", "png"]
+CloudScope = Literal["shared", "per_device"]
+CloudSchedule = Literal["fifo", "round_robin", "oldest_first"]
+DownlinkPayload = Literal["full", "delta"]
+StateDtype = Literal["float32", "float16"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -119,6 +139,117 @@ def _registered(registry: Any, name: str) -> str:
     return name
 
 
+class PluginSection(Section):
+    """A section that picks one plug-in of a registry by name and holds plug-in parameters in
+    sub-sections named after them (``policy.cema.e_min``), so that a YAML can hold the parameters
+    of several plug-ins and a sweep can switch the plug-in without editing the file.
+
+    A kind of plug-in section is one subclass: ``registry_at`` says where its registry lives
+    (``"package:NAME"``, imported when first needed: the plug-ins import torch, loading the schema
+    does not), ``selector`` which field names the plug-in, and that field is declared as usual. Each
+    plug-in's parameters are validated against its own pydantic ``Config``
+    (:meth:`validate_plugins`) and kept apart from the section's fields.
+    """
+
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+
+    registry_at: ClassVar[str]
+    selector: ClassVar[str] = "name"
+    _plugins: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
+
+    @classmethod
+    def registry(cls) -> Registry:
+        """The registry the plug-ins of this section are found in."""
+        module, _, name = cls.registry_at.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    @field_validator("*")
+    @classmethod
+    def _known_plugin(cls, value: Any, info: ValidationInfo) -> Any:
+        return _registered(cls.registry(), value) if info.field_name == cls.selector else value
+
+    @property
+    def selected(self) -> str:
+        """The name of the plug-in in use."""
+        return getattr(self, self.selector)
+
+    @property
+    def plugin(self) -> Any:
+        """The registered class of the plug-in in use (its capability flags, its ``Config``)."""
+        return self.registry().get(self.selected)
+
+    def params(self, name: str | None = None) -> BaseModel:
+        """Validated parameters of plug-in ``name`` (default: the one in use); a plug-in without a
+        sub-section in the scenario gets its defaults."""
+        name = name or self.selected
+        if name in self._plugins:
+            return self._plugins[name]
+        return self.registry().get(name).Config()
+
+    def resolved(self) -> dict[str, Any]:
+        """The section's values and the parameters of each plug-in it holds, as plain data."""
+        data = self.model_dump(mode="json")
+        for key, params in self._plugins.items():
+            data[key] = params.model_dump(mode="json", by_alias=True)
+        return data
+
+    @classmethod
+    def validate_plugins(
+        cls, section: str, raw: dict[str, Any]
+    ) -> tuple[dict[str, BaseModel], list[Problem]]:
+        """The parameters of each plug-in named in the raw section ``raw`` (the one in use always
+        included), validated against its ``Config``, and the problems found (dotted under
+        ``section``). Works on the raw dict, so these problems are reported together with the rest
+        of the scenario's."""
+        registry, own = cls.registry(), list(cls.model_fields)
+        extras = {k: v for k, v in raw.items() if k not in own}
+        selected = raw.get(cls.selector, cls.model_fields[cls.selector].default)
+        if selected in registry:
+            extras.setdefault(selected, {})
+        plugins: dict[str, BaseModel] = {}
+        problems: list[Problem] = []
+        for key, value in extras.items():
+            if key not in registry:
+                allowed = ", ".join([*own, *(f"{n} (parameters)" for n in registry.names())])
+                problems.append(
+                    Problem(f"{section}.{key}", value, f"unknown key; allowed: {allowed}")
+                )
+                continue
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                problems.append(
+                    Problem(f"{section}.{key}", value, f"must be a mapping of {key} parameters")
+                )
+                continue
+            config_cls = registry.get(key).Config
+            numbers = {
+                given
+                for name, field in config_cls.model_fields.items()
+                if _number_not_bool(field.annotation)
+                for given in (name, field.alias)
+            }
+            booleans = [
+                Problem(f"{section}.{key}.{given}", given_value, NOT_A_BOOLEAN)
+                for given, given_value in value.items()
+                if given in numbers and isinstance(given_value, bool)
+            ]
+            if booleans:  # pydantic would take true/false as 1/0
+                problems.extend(booleans)
+                continue
+            try:
+                plugins[key] = config_cls.model_validate(value)
+            except ValidationError as exc:
+                problems.extend(_problems_from(exc, prefix=(section, key), model=config_cls))
+        return plugins, problems
+
+    def adopt_plugins(self, plugins: dict[str, BaseModel]) -> None:
+        """Keep the validated plug-in parameters and drop their raw sub-sections."""
+        self._plugins = plugins
+        for key in list(self.model_extra or {}):
+            del self.model_extra[key]
+
+
 def per_device_value(value: float | list[float], device: int) -> float:
     """The value of a per-device field for device ``device``."""
     return value[device % len(value)] if isinstance(value, list) else value
@@ -139,7 +270,7 @@ class DatasetConfig(Section):
         description="folder holding the data (cifar10: cifar-10-batches-py or npz files; "
         "imagefolder: <class>/<image> folders, null: $FLEETSIM_IMAGENET)",
     )
-    split: Literal["test", "train"] = Field("test", description="which split the streams draw from")
+    split: Split = Field("test", description="which split the streams draw from")
     variant: str = Field(
         "auto",
         description="cifar10: auto, standard (pickles), exact_prefix (bit-exact prefix) or jpeg "
@@ -152,7 +283,7 @@ class DatasetConfig(Section):
         description="read corrupted images from the disk cache (built on first use, shared by "
         "runs; $FLEETSIM_CACHE or ~/.cache/fleetsim/corrupted) instead of corrupting per batch",
     )
-    corruption_source: Literal["generated", "folder"] = Field(
+    corruption_source: CorruptionSource = Field(
         "generated",
         description="where corrupted images come from: generated (fleetsim's corruptions of the "
         "dataset's images), or folder (imagefolder only: the pre-corrupted files of an ImageNet-C "
@@ -229,7 +360,7 @@ class StreamConfig(Section):
         description="domains, in order; 'clean' is the uncorrupted domain",
     )
     severity: int = Field(5, ge=1, le=5, description="corruption severity, 1-5")
-    schedule: Literal["continual", "random"] = Field(
+    schedule: StreamSchedule = Field(
         "continual",
         description="continual: the corruptions in order, cycling; random: Markov switching",
     )
@@ -237,7 +368,7 @@ class StreamConfig(Section):
     stagger: bool = Field(
         True, description="rotate each device's corruption order so devices see different domains"
     )
-    arrival: Literal["fixed", "poisson"] = Field("fixed", description="sample arrival process")
+    arrival: Arrival = Field("fixed", description="sample arrival process")
     rate_hz: float | list[float] = Field(
         32.0, description="samples per second per device (> 0; a list is cycled over devices)"
     )
@@ -262,7 +393,7 @@ class StreamConfig(Section):
 class LatencyConfig(Section):
     """How each message's one-way latency is drawn around its device's ``network.latency_ms``."""
 
-    dist: Literal["constant", "normal", "lognormal"] = Field(
+    dist: LatencyDist = Field(
         "constant",
         description="constant; normal (clipped at 0); lognormal (mean latency_ms, sd jitter_ms)",
     )
@@ -341,7 +472,7 @@ class NetworkConfig(Section):
     queue: QueueConfig = Field(
         default_factory=QueueConfig, description="uplink send queue bound and timeout"
     )
-    trace_end: Literal["loop", "hold"] = Field(
+    trace_end: TraceEnd = Field(
         "loop", description="after a bandwidth trace ends: loop it, or hold its last rate"
     )
     uplink_trace: Path | list[Path] | None = Field(
@@ -361,7 +492,7 @@ class NetworkConfig(Section):
     cloud_egress_mbps: float | None = Field(
         None, gt=0, description="cloud egress shared max-min fairly by downlinks (null: unlimited)"
     )
-    encoding: Literal["raw", "jpeg", "png"] = Field(
+    encoding: Encoding = Field(
         "jpeg", description="how uploaded images are encoded (bytes measured by encoding them)"
     )
     jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality when encoding is jpeg")
@@ -484,10 +615,11 @@ class EdgeConfig(Section):
         return _check_file(v)
 
 
-class CloudConfig(Section):
+class CloudConfig(PluginSection):
     """The cloud adapter. Adapter parameters live in a sub-section named after it (cloud.cema.*)."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    registry_at = "simulator.adaptation:ADAPTERS"
+    selector = "adapter"
 
     teacher: str | None = Field(
         "synthetic_teacher", description="cloud foundation model (fleetsim list models)"
@@ -497,16 +629,16 @@ class CloudConfig(Section):
         None, description="as edge.pretrained, for the teacher (timm's published weights)"
     )
     adapter: str = Field("cema", description="cloud adaptation algorithm (fleetsim list adapters)")
-    scope: Literal["shared", "per_device"] = Field(
+    scope: CloudScope = Field(
         "shared", description="one edge state for the fleet, or one per device"
     )
     workers: int = Field(1, gt=0, description="cloud workers running adaptation steps in parallel")
-    schedule: Literal["fifo", "round_robin", "oldest_first"] = Field(
+    schedule: CloudSchedule = Field(
         "fifo",
         description="which queued upload a free worker serves next: arrival order, devices in "
         "turn, or the earliest-taken samples",
     )
-    downlink_payload: Literal["full", "delta"] = Field(
+    downlink_payload: DownlinkPayload = Field(
         "full",
         description="state sent down: the whole normalization state, or its difference to what "
         "the device holds (zero differences left out, sparse when smaller)",
@@ -523,10 +655,9 @@ class CloudConfig(Section):
         "(batch formation across devices)",
     )
     ms_per_step: float = Field(40.0, ge=0, description="simulated time of one adaptation step, ms")
-    state_dtype: Literal["float32", "float16"] = Field(
+    state_dtype: StateDtype = Field(
         "float32", description="dtype of the normalization state sent down"
     )
-    _plugins: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
 
     @field_validator("teacher")
     @classmethod
@@ -538,67 +669,25 @@ class CloudConfig(Section):
     def _teacher_checkpoint_exists(cls, v: Path | None) -> Path | None:
         return _check_file(v)
 
-    @field_validator("adapter")
-    @classmethod
-    def _known_adapter(cls, v: str) -> str:
-        from simulator.adaptation import ADAPTERS
 
-        return _registered(ADAPTERS, v)
-
-    def params(self, name: str | None = None) -> BaseModel:
-        """Validated parameters of adapter ``name`` (default: the selected one)."""
-        return self._plugins[name or self.adapter]
-
-
-class PolicyConfig(Section):
+class PolicyConfig(PluginSection):
     """The upload policy. Its parameters live in a sub-section named after it (policy.cema.*)."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    registry_at = "policies.upload:UPLOAD_POLICIES"
 
     name: str = Field("cema", description="upload policy (fleetsim list policies)")
-    _plugins: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known_policy(cls, v: str) -> str:
-        from policies.upload import UPLOAD_POLICIES
-
-        return _registered(UPLOAD_POLICIES, v)
-
-    def params(self, name: str | None = None) -> BaseModel:
-        """Validated parameters of policy ``name`` (default: the selected one; a policy without
-        a section in the scenario gets its defaults)."""
-        from policies.upload import UPLOAD_POLICIES
-
-        name = name or self.name
-        return self._plugins.get(name) or UPLOAD_POLICIES.get(name).Config()
 
 
-class RoutingConfig(Section):
+class RoutingConfig(PluginSection):
     """Who answers each sample: the edge model, or the cloud foundation model (``cloud.teacher``)
     for offloaded samples. Parameters live in a sub-section named after the policy
     (``routing.edgefm.*``)."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    registry_at = "policies.routing:ROUTING_POLICIES"
 
     name: str = Field(
         "edge_only", description="routing policy: edge_only (default) or edgefm (policies/routing)"
     )
-    _plugins: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known_routing(cls, v: str) -> str:
-        from policies.routing import ROUTING_POLICIES
-
-        return _registered(ROUTING_POLICIES, v)
-
-    def params(self, name: str | None = None) -> BaseModel:
-        """Validated parameters of routing policy ``name`` (default: the selected one)."""
-        from policies.routing import ROUTING_POLICIES
-
-        name = name or self.name
-        return self._plugins.get(name) or ROUTING_POLICIES.get(name).Config()
 
 
 BudgetMs = float | list[float] | dict[str, float]
@@ -655,7 +744,7 @@ class Slowdown(Section):
         )
 
 
-class SelectionConfig(Section):
+class SelectionConfig(PluginSection):
     """Which model each device runs (``fixed``: edge.model everywhere; ``adaptivenet``: the best
     family member within the device's latency budget), the devices' latency budgets and their
     slowdowns. Policy parameters live in a sub-section named after it (``selection.adaptivenet.*``).
@@ -664,7 +753,7 @@ class SelectionConfig(Section):
     same conditions and reports the same latency figures. The budget is for one full edge batch
     (``stream.batch_size`` images), the unit a device computes in."""
 
-    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    registry_at = "policies.selection:SELECTION_POLICIES"
 
     name: str = Field("fixed", description="selection policy (fleetsim list selection)")
     latency_budget_ms: BudgetMs | None = Field(
@@ -680,14 +769,6 @@ class SelectionConfig(Section):
         description="compute slowdowns over simulated time (start_s, end_s, factor, devices, "
         "profiles); overlapping ones multiply",
     )
-    _plugins: dict[str, BaseModel] = PrivateAttr(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _known_selection(cls, v: str) -> str:
-        from policies.selection import SELECTION_POLICIES
-
-        return _registered(SELECTION_POLICIES, v)
 
     @field_validator("latency_budget_ms", mode="before")
     @classmethod
@@ -698,7 +779,7 @@ class SelectionConfig(Section):
     def active(self) -> bool:
         """Whether devices go through model selection (anything but the plain default)."""
         return bool(
-            self.name != "fixed"
+            self.plugin.switches_models
             or self.latency_budget_ms is not None
             or self.budget_schedule
             or self.slowdown
@@ -725,13 +806,6 @@ class SelectionConfig(Section):
             if slow.applies(device, profile, now_s):
                 factor *= slow.factor
         return factor
-
-    def params(self, name: str | None = None) -> BaseModel:
-        """Validated parameters of selection policy ``name`` (default: the selected one)."""
-        from policies.selection import SELECTION_POLICIES
-
-        name = name or self.name
-        return self._plugins.get(name) or SELECTION_POLICIES.get(name).Config()
 
 
 class Scenario(Section):
@@ -762,105 +836,38 @@ class Scenario(Section):
 
     def resolved(self) -> dict[str, Any]:
         """Plain dict of every value in force (defaults filled), as written to config.yaml."""
-        data = self.model_dump(mode="json", exclude={"cloud", "policy", "routing", "selection"})
-        cloud = self.cloud.model_dump(mode="json")
-        policy = self.policy.model_dump(mode="json")
-        routing = self.routing.model_dump(mode="json")
-        for section, plugins in (
-            (cloud, self.cloud._plugins),
-            (policy, self.policy._plugins),
-            (routing, self.routing._plugins),
-        ):
-            for key, params in plugins.items():
-                section[key] = params.model_dump(mode="json", by_alias=True)
-        data["cloud"], data["policy"], data["routing"] = cloud, policy, routing
-        data["selection"] = self.selection.model_dump(mode="json")
-        for key, params in self.selection._plugins.items():
-            data["selection"][key] = params.model_dump(mode="json", by_alias=True)
+        data = self.model_dump(mode="json")
+        for section in plugin_sections():
+            data[section] = getattr(self, section).resolved()
         return data
+
+
+def plugin_sections() -> dict[str, type[PluginSection]]:
+    """The scenario's plug-in sections (``cloud``, ``policy``, ...) by key, in the schema's order."""
+    return {
+        key: field.annotation
+        for key, field in Scenario.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, PluginSection)
+    }
 
 
 # --------------------------------------------------------------------------------------------------
 # Loading
 
 
-def _plugin_registry(section: str) -> tuple[Any, str]:
-    if section == "policy":
-        from policies.upload import UPLOAD_POLICIES
-
-        return UPLOAD_POLICIES, "name"
-    if section == "routing":
-        from policies.routing import ROUTING_POLICIES
-
-        return ROUTING_POLICIES, "name"
-    if section == "selection":
-        from policies.selection import SELECTION_POLICIES
-
-        return SELECTION_POLICIES, "name"
-    from simulator.adaptation import ADAPTERS
-
-    return ADAPTERS, "adapter"
-
-
 def _validate_plugins(
     data: dict[str, Any],
 ) -> tuple[dict[str, dict[str, BaseModel]], list[Problem]]:
-    """Validate the plugin sub-sections (policy.<name>.*, cloud.<name>.*) against each Config.
-
-    Works on the raw dict, so their problems are reported together with the rest of the scenario's.
-    """
+    """The validated plug-in parameters of every plug-in section of a raw scenario, by section,
+    and the problems found (:meth:`PluginSection.validate_plugins`)."""
     problems: list[Problem] = []
     validated: dict[str, dict[str, BaseModel]] = {}
-    for section, model_cls in (
-        ("policy", PolicyConfig),
-        ("cloud", CloudConfig),
-        ("routing", RoutingConfig),
-        ("selection", SelectionConfig),
-    ):
+    for section, model_cls in plugin_sections().items():
         raw = data.get(section) or {}
         if not isinstance(raw, dict):
             continue  # the main validation reports it
-        registry, selector = _plugin_registry(section)
-        own = list(model_cls.model_fields)
-        extras = {k: v for k, v in raw.items() if k not in own}
-        selected = raw.get(selector, model_cls.model_fields[selector].default)
-        if selected in registry:
-            extras.setdefault(selected, {})
-        plugins: dict[str, BaseModel] = {}
-        for key, value in extras.items():
-            if key not in registry:
-                allowed = ", ".join([*own, *(f"{n} (parameters)" for n in registry.names())])
-                problems.append(
-                    Problem(f"{section}.{key}", value, f"unknown key; allowed: {allowed}")
-                )
-                continue
-            if value is None:
-                value = {}
-            if not isinstance(value, dict):
-                problems.append(
-                    Problem(f"{section}.{key}", value, f"must be a mapping of {key} parameters")
-                )
-                continue
-            config_cls = registry.get(key).Config
-            numbers = {
-                given
-                for name, field in config_cls.model_fields.items()
-                if _number_not_bool(field.annotation)
-                for given in (name, field.alias)
-            }
-            booleans = [
-                Problem(f"{section}.{key}.{given}", given_value, NOT_A_BOOLEAN)
-                for given, given_value in value.items()
-                if given in numbers and isinstance(given_value, bool)
-            ]
-            if booleans:  # pydantic would take true/false as 1/0
-                problems.extend(booleans)
-                continue
-            try:
-                plugins[key] = config_cls.model_validate(value)
-            except ValidationError as exc:
-                problems.extend(_problems_from(exc, prefix=(section, key), model=config_cls))
-        validated[section] = plugins
+        validated[section], found = model_cls.validate_plugins(section, raw)
+        problems += found
     return validated, problems
 
 
@@ -948,19 +955,14 @@ def scenario_from_dict(
     if problems:
         raise ScenarioError(problems, source)
     for section, params in plugins.items():
-        model = getattr(scenario, section)
-        model._plugins = params
-        for key in list(model.model_extra or {}):
-            del model.model_extra[key]
+        getattr(scenario, section).adopt_plugins(params)
     return scenario
 
 
 def _routing_problems(scenario: Scenario) -> list[Problem]:
     """A routing policy that offloads needs the cloud foundation model to answer."""
-    from policies.routing import ROUTING_POLICIES
-
     routing = scenario.routing.name
-    if ROUTING_POLICIES.get(routing).offloads and scenario.cloud.teacher is None:
+    if scenario.routing.plugin.offloads and scenario.cloud.teacher is None:
         return [
             Problem(
                 "routing.name",
@@ -978,12 +980,12 @@ def _selection_problems(scenario: Scenario) -> list[Problem]:
     from simulator.fleet.profiles import PROFILES
 
     sel, problems = scenario.selection, []
-    if sel.name != "fixed":
+    if sel.plugin.switches_models:
         why = (
             f"selection.name {sel.name!r} switches each device's model, so the cloud cannot adapt "
             "one edge state for it: it runs as a zero-upload baseline"
         )
-        if scenario.cloud.adapter not in ("none", "bn_stats"):
+        if scenario.cloud.plugin.adapts_edge_state:
             problems.append(
                 Problem(
                     "cloud.adapter",
@@ -991,7 +993,7 @@ def _selection_problems(scenario: Scenario) -> list[Problem]:
                     f"{why}; set cloud.adapter: none (or bn_stats, edge-only)",
                 )
             )
-        if scenario.policy.name != "none":
+        if scenario.policy.plugin.uploads:
             problems.append(
                 Problem("policy.name", scenario.policy.name, f"{why}; set policy.name: none")
             )

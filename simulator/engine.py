@@ -84,7 +84,7 @@ def scenario_warnings(scenario: Scenario) -> list[str]:
     adapter = ADAPTERS.get(scenario.cloud.adapter)
     data = scenario.dataset.name
     models = [("edge.model", scenario.edge.model, scenario.edge.checkpoint)]
-    answers = adapter.needs_teacher or scenario.routing.name != "edge_only"  # offloads too
+    answers = adapter.needs_teacher or scenario.routing.plugin.offloads
     if answers and scenario.cloud.teacher is not None:
         models.append(("cloud.teacher", scenario.cloud.teacher, scenario.cloud.teacher_checkpoint))
     for key, name, checkpoint in models:
@@ -111,8 +111,8 @@ def scenario_warnings(scenario: Scenario) -> list[str]:
         )
     if batch < MIN_BATCH_FOR_STATISTICS:
         how = (
-            "set cloud.cema.edge_norm: eval, or raise stream.batch_size"
-            if scenario.cloud.adapter == "cema"
+            f"set cloud.{scenario.cloud.adapter}.edge_norm: eval, or raise stream.batch_size"
+            if "edge_norm" in adapter.Config.model_fields  # the adapter lets the edge choose
             else "raise stream.batch_size"
         )
         found.append(
@@ -254,7 +254,7 @@ def run_scenario(
         ).to(compute)
     source_state = get_norm_state(edge_model)
     picker = scenario.policy.name  # the policy choosing uploads (a budget's inner one)
-    if picker == "budget":
+    if scenario.policy.plugin.wraps_inner_policy:
         picker = scenario.policy.params().inner  # type: ignore[attr-defined]
     given = scenario.cloud.params()
     params = adapter_cls.for_upload_policy(given, picker)

@@ -49,6 +49,9 @@ class SelectionPolicy(ABC):
     """Base of all selection policies (registered in ``SELECTION_POLICIES``)."""
 
     Config: ClassVar[type[BaseModel]]
+    #: True if devices may run different models (then the cloud cannot adapt one edge state for
+    #: them, and the run needs hardware profiles and a latency budget); False for one model for all.
+    switches_models: ClassVar[bool] = True
 
     def __init__(self, config: BaseModel | None, edge_model: str):
         self.config = config if config is not None else self.Config()

@@ -16,6 +16,8 @@ class FixedSelection(SelectionPolicy):
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
+    switches_models = False
+
     @classmethod
     def candidates(cls, config: BaseModel, edge_model: str) -> list[str]:
         return [edge_model]

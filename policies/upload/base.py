@@ -38,6 +38,11 @@ class UploadPolicy(ABC):
     """
 
     Config: ClassVar[type[BaseModel]]
+    #: False for a policy that never uploads: the cloud then has nothing to adapt on.
+    uploads: ClassVar[bool] = True
+    #: True for a policy that trims another policy's choice (its ``Config`` names it in ``inner``,
+    #: and the engine binds it with ``bind_inner``): the inner one is what picks the samples.
+    wraps_inner_policy: ClassVar[bool] = False
 
     def __init__(self, config: BaseModel | None, num_classes: int, rng: np.random.Generator):
         if num_classes < 2:

@@ -41,12 +41,18 @@ class BudgetUpload(UploadPolicy):
         @field_validator("inner")
         @classmethod
         def _known_inner(cls, v: str) -> str:
-            if v == "budget":
-                raise ValueError("inner cannot be budget itself")
+            """A policy that picks samples itself: a wrapping one (this one) cannot be inner."""
+            if v in UPLOAD_POLICIES and UPLOAD_POLICIES.get(v).wraps_inner_policy:
+                raise ValueError(f"inner cannot be {v} itself")
             if v not in UPLOAD_POLICIES:
-                allowed = ", ".join(n for n in UPLOAD_POLICIES.names() if n != "budget")
+                names = UPLOAD_POLICIES.names()
+                allowed = ", ".join(
+                    n for n in names if not UPLOAD_POLICIES.get(n).wraps_inner_policy
+                )
                 raise ValueError(f"unknown upload policy {v!r}; allowed: {allowed}")
             return v
+
+    wraps_inner_policy = True
 
     def __init__(self, config: BaseModel | None, num_classes: int, rng: np.random.Generator):
         super().__init__(config, num_classes, rng)

@@ -16,6 +16,8 @@ class NoUpload(UploadPolicy):
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid")
 
+    uploads = False
+
     def select(self, probs: torch.Tensor, entropy: torch.Tensor) -> np.ndarray:
         batch_size = check_batch(probs, entropy)
         self.last_reasons = np.full(batch_size, DISABLED, dtype=object)

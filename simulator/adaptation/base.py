@@ -93,6 +93,9 @@ class CloudAdapter(ABC):
     Config: ClassVar[type[BaseModel]]
     needs_teacher: ClassVar[bool] = False
     edge_norm: ClassVar[EdgeNorm] = "eval"
+    #: False for an adapter whose cloud never changes the edge state it sends down (the source
+    #: model, BN adaptation on the edge): it works for devices that run different models.
+    adapts_edge_state: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -19,6 +19,7 @@ class SourceAdapter(CloudAdapter):
 
     needs_teacher = False
     edge_norm = "eval"
+    adapts_edge_state = False
 
     def observe(self, scope: Hashable, images: torch.Tensor) -> AdaptStats:
         """Do nothing: no cloud work, no update."""
