@@ -58,7 +58,7 @@ from torch import nn
 
 from simulator.adaptation.base import ADAPTERS, AdaptStats, EdgeNorm, ScopedAdapter, cloud_layout
 from simulator.adaptation.losses import cema_distillation_loss, teacher_entropy_loss
-from simulator.adaptation.replay import ReplayBuffer
+from simulator.adaptation.replay import ReplayBuffer, ReplayDtype
 from simulator.models.logit_cache import LogitCache
 from simulator.models.norm import configure_norm_adaptation, get_norm_state, set_norm_state
 
@@ -219,9 +219,7 @@ class CemaAdapter(ScopedAdapter):
             ge=0,
             description="Replay-only edge step size when a call forms no full batch (0 disables).",
         )
-        replay_dtype: Literal["uint8", "float16"] = Field(
-            "uint8", description="Storage type of replayed images."
-        )
+        replay_dtype: ReplayDtype = Field("uint8", description="Storage type of replayed images.")
         adapt_teacher: bool = Field(
             True, description="Adapt the foundation model by entropy minimisation on uploads."
         )

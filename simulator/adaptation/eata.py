@@ -62,7 +62,7 @@ from torch.func import functional_call
 
 from simulator.adaptation.base import ADAPTERS
 from simulator.adaptation.losses import entropy_weights, softmax_entropy
-from simulator.adaptation.tent import EntropyAdapter, EntropyScope
+from simulator.adaptation.tent import EntropyAdapter, EntropyScope, Optimizer
 from simulator.models.norm import use_batch_statistics
 
 __all__ = ["EataAdapter", "EataFilter", "eata_filter"]
@@ -128,7 +128,7 @@ class EataAdapter(EntropyAdapter):
         model_config = ConfigDict(extra="forbid")
 
         batch_size: int = Field(64, gt=0, description="Uploads per cloud batch (FIFO, carry-over).")
-        optimizer: Literal["adam", "sgd"] = Field(
+        optimizer: Optimizer = Field(
             "sgd", description="Update rule of the BN affine: Adam or SGD with momentum."
         )
         lr: float = Field(0.005, gt=0, description="Learning rate of the BN affine.")

@@ -42,7 +42,10 @@ from simulator.models.norm import (
     use_batch_statistics,
 )
 
-__all__ = ["EntropyAdapter", "EntropyScope", "TentAdapter"]
+__all__ = ["EntropyAdapter", "EntropyScope", "Optimizer", "TentAdapter"]
+
+#: The update rule of the BN affine (Tent's and EATA's choice).
+Optimizer = Literal["adam", "sgd"]
 
 
 @dataclass
@@ -67,7 +70,7 @@ class EntropyAdapter(ScopedAdapter):
         batch_size: int = Field(
             200, gt=0, description="Uploads per cloud batch (FIFO, carry-over)."
         )
-        optimizer: Literal["adam", "sgd"] = Field(
+        optimizer: Optimizer = Field(
             "adam", description="Update rule of the BN affine: Adam or SGD with momentum."
         )
         lr: float = Field(1e-3, gt=0, description="Learning rate of the BN affine.")
@@ -76,7 +79,7 @@ class EntropyAdapter(ScopedAdapter):
         )
 
     needs_teacher = False
-    edge_norm: ClassVar[Literal["eval", "batch"]] = "batch"
+    edge_norm = "batch"
     #: Nesterov momentum for the SGD choice (Tent's ``conf.py``: yes; EATA's release: no)
     nesterov: ClassVar[bool] = False
 

@@ -24,21 +24,19 @@ state they use is.
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Literal
+from typing import get_args
 
 import simpy
 import torch
 
 from simulator.adaptation import CloudAdapter
+from simulator.config import CloudSchedule, DownlinkPayload
 from simulator.fleet.device import EdgeDevice, NormState, UploadMessage
 from simulator.metrics import EventRecorder
 from simulator.models.logit_cache import forward_rows
 from simulator.models.norm import norm_state_nbytes
 
 AFFINE_FIELDS = (".weight", ".bias")
-
-Schedule = Literal["fifo", "round_robin", "oldest_first"]
-SCHEDULES: tuple[str, ...] = ("fifo", "round_robin", "oldest_first")
 
 
 class Cloud:
@@ -55,18 +53,20 @@ class Cloud:
         state_dtype: torch.dtype,
         header_bytes: int,
         recorder: EventRecorder,
-        schedule: Schedule = "fifo",
+        schedule: CloudSchedule = "fifo",
         gather: int = 1,
-        payload: Literal["full", "delta"] = "full",
+        payload: DownlinkPayload = "full",
         tolerance: float = 0.0,
         affine_only: bool = False,
     ):
-        if schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {schedule!r}")
+        if schedule not in get_args(CloudSchedule):
+            schedules = ", ".join(get_args(CloudSchedule))
+            raise ValueError(f"schedule must be one of {schedules}; got {schedule!r}")
         if workers < 1 or gather < 1:
             raise ValueError(f"workers and gather must be >= 1, got {workers} and {gather}")
-        if payload not in ("full", "delta"):
-            raise ValueError(f"payload must be full or delta; got {payload!r}")
+        if payload not in get_args(DownlinkPayload):
+            payloads = " or ".join(get_args(DownlinkPayload))
+            raise ValueError(f"payload must be {payloads}; got {payload!r}")
         self.payload, self.tolerance = payload, tolerance
         # edges that normalise with their own test-batch statistics (bn_stats, Tent, EATA, CEMA
         # with edge_norm=batch) never use running statistics: only the affine is downloaded

@@ -44,7 +44,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -55,7 +55,7 @@ from simulator.models.logit_cache import MIN_EXACT_ROWS
 from simulator.models.norm import norm_layers, set_norm_state, use_batch_statistics
 
 ExecutorKind = Literal["batched", "serial", "naive"]
-EXECUTORS: tuple[str, ...] = ("batched", "serial", "naive")
+EXECUTORS: tuple[str, ...] = get_args(ExecutorKind)
 #: Rows per forward pass when ``max_rows`` is not given, per device type. CPU: measured (module
 #: docstring). GPU: a GPU's images/s keep rising far beyond a fleet's pending rows, so passes take
 #: everything pending up to 4,096 rows; not yet measured on a GPU (benchmarks/gpu_check.py does).

@@ -28,11 +28,12 @@ from __future__ import annotations
 import math
 from collections.abc import Generator
 from enum import StrEnum
-from typing import Literal, Protocol
+from typing import Protocol, get_args
 
 import numpy as np
 import simpy
 
+from simulator.config import LatencyDist
 from simulator.fleet.bandwidth import TIME_TOLERANCE_S, ConstantRate
 
 
@@ -72,9 +73,6 @@ class Outages(Protocol):
     def down_s(self, until_s: float) -> float: ...
 
 
-LatencyDist = Literal["constant", "normal", "lognormal"]
-
-
 class Latency:
     """One-way latency per message: ``mean_s`` with standard deviation ``jitter_s``.
 
@@ -95,8 +93,9 @@ class Latency:
             raise ValueError(f"latency must be >= 0 s, got {mean_s}")
         if not (jitter_s >= 0 and math.isfinite(jitter_s)):
             raise ValueError(f"latency jitter must be >= 0 s, got {jitter_s}")
-        if dist not in ("constant", "normal", "lognormal"):
-            raise ValueError(f"unknown latency dist {dist!r}; allowed: constant, normal, lognormal")
+        if dist not in get_args(LatencyDist):
+            allowed = ", ".join(get_args(LatencyDist))
+            raise ValueError(f"unknown latency dist {dist!r}; allowed: {allowed}")
         if dist == "constant" and jitter_s > 0:
             raise ValueError("a constant latency has no jitter; use dist normal or lognormal")
         if dist == "lognormal" and jitter_s > 0 and mean_s <= 0:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import io
+from typing import get_args
 
 import numpy as np
 from PIL import Image
 
+from simulator.config import Encoding
 
-def encoded_sizes(images: np.ndarray, encoding: str, jpeg_quality: int = 90) -> np.ndarray:
+
+def encoded_sizes(images: np.ndarray, encoding: Encoding, jpeg_quality: int = 90) -> np.ndarray:
     """Bytes of each image (uint8 NHWC) once encoded as ``raw``, ``jpeg`` (at a quality) or ``png``."""
     n = len(images)
     if encoding == "raw":
@@ -22,6 +25,7 @@ def encoded_sizes(images: np.ndarray, encoding: str, jpeg_quality: int = 90) -> 
         elif encoding == "png":
             image.save(buffer, format="PNG")
         else:
-            raise ValueError(f"unknown encoding {encoding!r}; allowed: raw, jpeg, png")
+            allowed = ", ".join(get_args(Encoding))
+            raise ValueError(f"unknown encoding {encoding!r}; allowed: {allowed}")
         sizes[i] = buffer.tell()
     return sizes
