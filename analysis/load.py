@@ -12,6 +12,7 @@ came from (``[fog]``), so it labels figures and tables readably.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,16 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:
     return yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+
+
+def config_value(config: Mapping[str, Any], key: str) -> Any:
+    """The value at dotted ``key`` (``policy.budget.inner``) of a run's config, None if absent."""
+    node: Any = config
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
 
 
 def swept_keys(runs: pd.DataFrame) -> list[str]:

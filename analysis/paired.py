@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.plots import student_t_two_sided_p, t_interval
-from analysis.tta import METHOD_LABELS, Protocol, TableError, method_names, seed_table
+from analysis.methods import method_label
+from analysis.stats import paired_t_p_value, t_interval
+from analysis.tta import Protocol, TableError, method_names, seed_table
 
 __all__ = ["PairedComparison", "describe", "paired_comparison"]
 
@@ -61,15 +62,7 @@ class PairedComparison:
     @property
     def p_value(self) -> float | None:
         """Two-sided paired t-test of a zero mean advantage (None for one seed)."""
-        values = np.asarray(self.advantage)
-        n = len(values)
-        if n < 2:
-            return None
-        sd = float(values.std(ddof=1))
-        mean = float(values.mean())
-        if sd == 0:
-            return 1.0 if mean == 0 else 0.0
-        return student_t_two_sided_p(mean / (sd / math.sqrt(n)), n - 1)
+        return paired_t_p_value(np.asarray(self.advantage))
 
     @property
     def bytes_ratio(self) -> float:
@@ -108,7 +101,7 @@ def _resolve(name: str, available: list[str], labels: Mapping[str, str]) -> str:
     if name in available:
         return name
     adapter, sep, policy = name.partition("/")
-    derived = METHOD_LABELS.get((adapter, policy), name) if sep else name
+    derived = method_label(adapter, policy) if sep else name
     label = labels.get(name, labels.get(derived, derived))
     if label in available:
         return label

@@ -8,10 +8,8 @@ are saved as PDF + PNG with :func:`save`. The Agg backend is used, so nothing ne
 from __future__ import annotations
 
 import contextlib
-import math
 from collections.abc import Iterator
 from pathlib import Path
-from statistics import NormalDist
 
 import matplotlib
 
@@ -21,6 +19,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from analysis.methods import METHOD_ORDER  # noqa: E402
+from analysis.stats import t_interval  # noqa: E402
 
 COLUMN_WIDTH_IN = 3.4
 OKABE_ITO = [
@@ -41,7 +42,7 @@ POLICY_STYLE = {
     "random": ("#E69F00", "^"),
     "cema": ("#D55E00", "o"),
 }
-POLICY_STYLE.update(  # method labels (analysis.tta.METHOD_LABELS) look like their policies
+POLICY_STYLE.update(  # method labels (analysis.methods.METHOD_LABELS) look like their policies
     {"Source": POLICY_STYLE["none"], "Upload-all": POLICY_STYLE["all"]}
     | {"Random": POLICY_STYLE["random"], "CEMA": POLICY_STYLE["cema"]}
 )
@@ -115,8 +116,6 @@ def series_style(name: str, i: int) -> tuple[str, str]:
 
 def _ordered(values: pd.Series) -> list:
     """Series names in plotting order: known policies, then known method labels, then by text."""
-    from analysis.tta import METHOD_ORDER  # here: analysis.tta imports this module
-
     seen = list(dict.fromkeys(values.dropna().tolist()))
     rank = {p: i for i, p in enumerate([*POLICY_ORDER, *METHOD_ORDER])}
     return sorted(seen, key=lambda v: (rank.get(v, len(rank)), str(v)))
@@ -127,43 +126,6 @@ def _figure(height_in: float = 2.4, rows: int = 1, sharex: bool = False) -> tupl
         rows, 1, figsize=(COLUMN_WIDTH_IN, height_in), sharex=sharex, squeeze=False
     )
     return fig, list(axes[:, 0])
-
-
-def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """Mean and half-width of the Student-t confidence interval (0 for a single value)."""
-    values = np.asarray(values, dtype=float)
-    n = len(values)
-    mean = float(values.mean())
-    if n < 2:
-        return mean, 0.0
-    quantile = student_t_quantile(0.5 + confidence / 2, n - 1)
-    return mean, quantile * float(values.std(ddof=1)) / math.sqrt(n)
-
-
-def student_t_quantile(p: float, dof: int) -> float:
-    """Quantile of Student's t: solves 1 - I_x(dof/2, 1/2) / 2 = p, x = dof / (dof + t^2).
-
-    Uses mpmath (installed with torch via sympy) so confidence bands need no SciPy.
-    """
-    import mpmath
-
-    def cdf_minus_p(t: float) -> float:
-        x = dof / (dof + t * t)
-        return 1 - 0.5 * mpmath.betainc(dof / 2, 0.5, 0, x, regularized=True) - p
-
-    return float(mpmath.findroot(cdf_minus_p, NormalDist().inv_cdf(p)))
-
-
-def student_t_two_sided_p(t: float, dof: int) -> float:
-    """Two-sided p-value of Student's t statistic ``t``: I_x(dof/2, 1/2), x = dof / (dof + t^2)."""
-    import mpmath
-
-    if dof < 1:
-        raise ValueError(f"degrees of freedom must be >= 1, got {dof}")
-    if math.isinf(t):
-        return 0.0
-    x = dof / (dof + t * t)
-    return float(mpmath.betainc(dof / 2, 0.5, 0, x, regularized=True))
 
 
 def save(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:

@@ -2,7 +2,7 @@
 
 The series of every figure is the method: the upload policy (``policy.name``) when all runs share
 one cloud adapter, else the method label from adapter and policy (``Source``, ``BN adapt``,
-``CEMA``; see :data:`analysis.tta.METHOD_LABELS`), kept in a ``method`` column.
+``CEMA``; see :func:`analysis.methods.method_label`), kept in a ``method`` column.
 
 Run-level figures (timeline, devices, cloud) need a choice of runs from a sweep: the *reference
 point* takes, for each other swept key but the seed, its middle value (among the values that every
@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 
 from analysis import plots, tables
 from analysis.load import check_out_folder, load_events, load_runs, read_config
-from analysis.tta import METHOD_LABELS
+from analysis.methods import method_label
 
 KINDS = ("pareto", "sweep", "timeline", "devices", "cloud")
 HUE = "policy.name"
@@ -39,18 +39,21 @@ def with_methods(runs: pd.DataFrame) -> pd.DataFrame:
     adapters = _column(runs, "adapter", "cloud.adapter")
     policies = _column(runs, "policy", HUE)
     paths = _column(runs, "path")
-    labels = []
-    for a, p, path in zip(adapters, policies, paths, strict=True):
-        label = METHOD_LABELS.get((str(a), str(p)), f"{a}/{p}")
-        if p == "budget" and path is not None:  # as the tables name it: with its inner policy
-            try:
-                inner = (read_config(path).get("policy") or {}).get("budget", {}).get("inner")
-            except OSError:
-                inner = None
-            label += f" ({inner})" if inner else ""
-        labels.append(label)
-    runs[METHOD] = labels
+    runs[METHOD] = [
+        method_label(a, p, lambda path=path: _config_or_none(path))
+        for a, p, path in zip(adapters, policies, paths, strict=True)
+    ]
     return runs
+
+
+def _config_or_none(path: str | None) -> dict[str, Any] | None:
+    """The run's config.yaml, or None when the run has no readable one."""
+    if path is None:
+        return None
+    try:
+        return read_config(path)
+    except OSError:
+        return None
 
 
 def _column(runs: pd.DataFrame, *names: str) -> list:

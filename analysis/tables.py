@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analysis.plots import quantity, t_interval
+from analysis.plots import quantity
+from analysis.stats import t_interval
 
 RUN_METRICS = [
     "accuracy",

@@ -37,8 +37,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from analysis.load import run_dirs
-from analysis.plots import t_interval
+from analysis.load import config_value, run_dirs
+from analysis.methods import method_key, method_label, method_rank
+from analysis.stats import t_interval
 from analysis.tables import to_latex, to_markdown
 
 # CIFAR-10-C / ImageNet-C order (Hendrycks & Dietterich, 2019): noise, blur, weather, digital.
@@ -83,18 +84,6 @@ SHORT_NAMES = {
     "spatter": "Spatter",
     "saturate": "Satur.",
 }
-
-# (cloud adapter, upload policy) -> the method's name in the TTA literature
-METHOD_LABELS = {
-    ("none", "none"): "Source",
-    ("bn_stats", "none"): "BN adapt",
-    ("tent", "all"): "Tent",
-    ("eata", "eata"): "EATA",
-    ("cema", "all"): "Upload-all",
-    ("cema", "random"): "Random",
-    ("cema", "cema"): "CEMA",
-}
-METHOD_ORDER = ("Source", "BN adapt", "Tent", "EATA", "Upload-all", "Random", "CEMA")
 
 Protocol = Literal["auto", "reset", "continual"]
 BytesPer = Literal["device", "total"]
@@ -216,7 +205,7 @@ def read_run(run_dir: str | Path) -> RunRecord:
     config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
     params = dict(_read_json(run_dir / "run.json").get("params", {}))
     seed = summary.get("seed", params.get("seed", config.get("seed")))
-    devices = summary.get("devices", _dotted(config, "fleet.devices"))
+    devices = summary.get("devices", config_value(config, "fleet.devices"))
     if seed is None or devices is None:
         raise TableError(f"{run_dir}: summary.json names no seed or devices")
     return RunRecord(
@@ -224,36 +213,16 @@ def read_run(run_dir: str | Path) -> RunRecord:
     )
 
 
-def _dotted(config: Mapping[str, Any], key: str) -> Any:
-    node: Any = config
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 # --------------------------------------------------------------------------------------------------
 # Row keys
 
 
-def method_key(run: RunRecord) -> str:
-    """``"<cloud adapter>/<upload policy>"``, the key that ``labels`` mappings match."""
-    adapter = run.summary.get("adapter") or _dotted(run.config, "cloud.adapter")
-    policy = run.summary.get("policy") or _dotted(run.config, "policy.name")
-    return f"{adapter}/{policy}"
-
-
-def method_label(run: RunRecord) -> str:
-    """The method's usual name from its adapter and policy (``cema/cema`` -> ``CEMA``; budget adds
-    its inner policy). Parameters such as ``policy.random.p`` are not part of it, so the random
-    baseline with one p per corruption (reset) stays one row; runs at several p collide and the
-    error names the key to add to ``by``."""
-    adapter, policy = method_key(run).split("/", 1)
-    label = METHOD_LABELS.get((adapter, policy), f"{adapter}/{policy}")
-    if policy == "budget":
-        label += f" ({_dotted(run.config, 'policy.budget.inner')})"
-    return label
+def run_method(run: RunRecord) -> tuple[str, str]:
+    """The run's method as its key and label (``("cema/cema", "CEMA")``, see
+    :func:`analysis.methods.method_label`), from its summary (or config)."""
+    adapter = run.summary.get("adapter") or config_value(run.config, "cloud.adapter")
+    policy = run.summary.get("policy") or config_value(run.config, "policy.name")
+    return method_key(adapter, policy), method_label(adapter, policy, lambda: run.config)
 
 
 def key_value(run: RunRecord, key: str, labels: Mapping[str, str] | None = None) -> str:
@@ -264,20 +233,20 @@ def key_value(run: RunRecord, key: str, labels: Mapping[str, str] | None = None)
     matches the ``adapter/policy`` key or the derived label."""
     labels = labels or {}
     if key == "method":
-        derived = method_label(run)
-        return labels.get(method_key(run), labels.get(derived, derived))
+        method, derived = run_method(run)
+        return labels.get(method, labels.get(derived, derived))
     if key == "source":
         for folder, label in labels.items():  # a label given for a path: that folder only
             if (
                 "/" in folder
-                and folder != method_key(run)  # cema/cema=CEMA renames the method, not a folder
+                and folder != run_method(run)[0]  # cema/cema=CEMA renames the method, not a folder
                 and run.source_dir
                 and str(Path(folder).resolve()) == run.source_dir
             ):
                 return label
         return labels.get(run.source, run.source)
     for source in (run.params, None, run.summary):
-        value = _dotted(run.config, key) if source is None else source.get(key)
+        value = config_value(run.config, key) if source is None else source.get(key)
         if value is not None:
             text = value if isinstance(value, str) else json.dumps(value)
             return labels.get(text, text)
@@ -296,18 +265,11 @@ def method_names(paths: Iterable[str | Path], labels: Mapping[str, str] | None =
         config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
         run = RunRecord(run_dir, 0, 0, config or {}, {}, summary)
         names.append(key_value(run, "method", labels))
-    return sorted(dict.fromkeys(names), key=_order)
+    return sorted(dict.fromkeys(names), key=method_rank)
 
 
 #: Column headers of the grouping keys that are not config paths.
 KEY_HEADERS = {"method": "Method", "source": "Runs"}
-
-
-def _order(label: str) -> int:
-    for i, name in enumerate(METHOD_ORDER):
-        if label == name or label.startswith(name + " "):
-            return i
-    return len(METHOD_ORDER)
 
 
 def domain_order(domains: Iterable[str]) -> list[str]:
@@ -404,7 +366,7 @@ def seed_table(
     for run in runs:
         key = (*(key_value(run, k, labels) for k in by), _severity(run), run.seed)
         members.setdefault(key, []).append(run)
-        ranks[key] = _order(method_label(run)) if by[0] == "method" else 0
+        ranks[key] = method_rank(run_method(run)[1]) if by[0] == "method" else 0
         row = cells.setdefault(key, {})
         for domain, result in run.domains.items():
             corruption = split_domain(domain)[0]
@@ -689,8 +651,8 @@ def _p_for(runs: Sequence[RunRecord], match: str) -> tuple[float, int, int, int]
         int(r.summary.get("upload_messages", 0)) + int(r.summary.get("dropped_messages", 0))
         for r in runs
     )
-    headers = [int(_dotted(r.config, "network.header_bytes") or 0) for r in runs]
-    batch_sizes = [int(_dotted(r.config, "stream.batch_size") or 0) for r in runs]
+    headers = [int(config_value(r.config, "network.header_bytes") or 0) for r in runs]
+    batch_sizes = [int(config_value(r.config, "stream.batch_size") or 0) for r in runs]
     if len(set(headers)) > 1 or len(set(batch_sizes)) > 1 or not batch_sizes[0]:
         raise TableError(
             "reference runs differ in network.header_bytes or stream.batch_size (or lack "
@@ -731,10 +693,10 @@ def matched_random_p(
         raise ValueError(f"unknown match {match!r}; allowed: bytes, samples")
     runs = [read_run(d) for d in collect_run_dirs(paths)]
     if method is not None:
-        runs = [r for r in runs if method in (method_key(r), method_label(r))]
+        runs = [r for r in runs if method in run_method(r)]
         if not runs:
             raise TableError(f"no runs of method {method!r} (adapter/policy or label)")
-    methods = {method_label(r): method_key(r) for r in runs}
+    methods = {label: key for key, label in map(run_method, runs)}
     if len(methods) > 1:  # pooling e.g. Source's zero uploads with CEMA's would give a wrong p
         found = [name if name == key else f"{name} ({key})" for name, key in methods.items()]
         raise TableError(

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from analysis import plots, tables
+from analysis import plots, stats, tables
 from analysis.load import load_events, load_runs
 from analysis.report import figure
 from simulator.cli import app
@@ -80,16 +80,16 @@ def test_sweep_curve_has_mean_line_and_t_interval_band_per_policy(sweep_dir):
     assert cema.get_ydata()[-1] == pytest.approx(100 * at_1["accuracy"].mean())
     band = ax.collections[POLICIES.index("cema")].get_paths()[0].vertices[:, 1]
     tops = [
-        sum(plots.t_interval(100 * g["accuracy"].to_numpy()))
+        sum(stats.t_interval(100 * g["accuracy"].to_numpy()))
         for _, g in runs[runs["policy.name"] == "cema"].groupby("network.uplink_mbps")
     ]
     assert band.max() == pytest.approx(max(tops))
 
 
 def test_t_interval_uses_student_t():
-    mean, half = plots.t_interval(np.array([1.0, 2.0, 3.0]))
+    mean, half = stats.t_interval(np.array([1.0, 2.0, 3.0]))
     assert mean == 2.0 and half == pytest.approx(4.302653 * 1.0 / np.sqrt(3), rel=1e-5)
-    assert plots.t_interval(np.array([5.0])) == (5.0, 0.0)
+    assert stats.t_interval(np.array([5.0])) == (5.0, 0.0)
 
 
 def test_timeline_marks_domain_boundaries(sweep_dir):

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from analysis.paired import describe, paired_comparison
-from analysis.plots import student_t_two_sided_p
+from analysis.stats import student_t_two_sided_p
 from analysis.tta import TableError
 from simulator.cli import app
 from tests.test_tta_table import CORRECT, continual_runs, hand_interval, reset_sweep, write_run
