@@ -31,7 +31,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -87,6 +87,14 @@ SHORT_NAMES = {
 
 Protocol = Literal["auto", "reset", "continual"]
 BytesPer = Literal["device", "total"]
+Intervals = Literal["all", "summary"]  # interval in every cell, or only in the summary columns
+Match = Literal["bytes", "samples"]
+
+
+def _check_choice(name: str, value: object, choices: object) -> None:
+    """A ValueError naming the allowed values unless ``value`` is one of the Literal ``choices``."""
+    if value not in get_args(choices):
+        raise ValueError(f"unknown {name} {value!r}; allowed: {', '.join(get_args(choices))}")
 
 
 class TableError(ValueError):
@@ -293,8 +301,7 @@ def detect_protocol(runs: Sequence[RunRecord], protocol: Protocol = "auto") -> s
         raise TableError(
             f"protocol continual needs several domains per run; these have one: {single}"
         )
-    if protocol not in ("auto", "reset", "continual"):
-        raise ValueError(f"unknown protocol {protocol!r}; allowed: auto, reset, continual")
+    _check_choice("protocol", protocol, Protocol)
     if protocol != "auto":
         return protocol
     if single and several:
@@ -346,8 +353,7 @@ def seed_table(
     with ``allow_missing`` (a sweep still running) a missing cell is NaN, and so are that seed's
     mean error and upload numbers, which would otherwise cover a different set of corruptions.
     """
-    if bytes_per not in ("device", "total"):
-        raise ValueError(f"unknown bytes_per {bytes_per!r}; allowed: device, total")
+    _check_choice("bytes_per", bytes_per, BytesPer)
     by = list(by)
     if not by:
         raise ValueError("need at least one grouping key")
@@ -501,7 +507,7 @@ def tta_table(
     per_seed: pd.DataFrame,
     decimals: int = 1,
     short_names: bool = True,
-    ci: Literal["all", "summary"] = "all",
+    ci: Intervals = "all",
 ) -> pd.DataFrame:
     """Text table over seeds: key columns, ``Sev.``, ``Seeds``, each corruption's error %, mean
     error %, uploaded samples %, upload and download MB; cells ``mean ± 95% t half-width``.
@@ -509,8 +515,7 @@ def tta_table(
     ``ci="summary"`` leaves the interval out of the corruption cells (means only) and keeps it on
     the mean error, upload and byte columns: 15 corruptions with intervals rarely fit a page.
     """
-    if ci not in ("all", "summary"):
-        raise ValueError(f"unknown ci {ci!r}; allowed: all, summary")
+    _check_choice("ci", ci, Intervals)
     by: list[str] = per_seed.attrs["by"]
     domains: list[str] = per_seed.attrs["domains"]
     bytes_per = per_seed.attrs["bytes_per"]
@@ -676,7 +681,7 @@ def _p_for(runs: Sequence[RunRecord], match: str) -> tuple[float, int, int, int]
 
 def matched_random_p(
     paths: Iterable[str | Path],
-    match: Literal["bytes", "samples"] = "bytes",
+    match: Match = "bytes",
     method: str | None = None,
 ) -> BudgetMatch:
     """``policy.random.p`` at which random upload matches the reference runs' budget.
@@ -689,8 +694,7 @@ def matched_random_p(
     keeps only that method's runs, so a whole benchmark sweep can be passed. Runs at several
     severities are refused.
     """
-    if match not in ("bytes", "samples"):
-        raise ValueError(f"unknown match {match!r}; allowed: bytes, samples")
+    _check_choice("match", match, Match)
     runs = [read_run(d) for d in collect_run_dirs(paths)]
     if method is not None:
         runs = [r for r in runs if method in run_method(r)]
