@@ -12,7 +12,7 @@ came from (``[fog]``), so it labels figures and tables readably.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,37 @@ def run_dirs(runs_dir: str | Path) -> list[Path]:
     if not found:
         raise FileNotFoundError(f"no run folders (with summary.json) in {root}")
     return found
+
+
+RunsArg = str | Path | Sequence[str | Path]
+
+
+def named_runs(paths: RunsArg) -> list[tuple[str, Path]]:
+    """``(name, folder)`` of every run under ``paths`` (one sweep or run folder, or several), in
+    the order given. A run is named by its folder; where two sweep folders hold runs of the same
+    name, each is prefixed with its sweep folder (its name, or its path where names clash too:
+    ``weather/seed=0``), so that every name is unique. A run given twice is refused."""
+    roots = [Path(paths)] if isinstance(paths, str | Path) else [Path(p) for p in paths]
+    if not roots:
+        raise FileNotFoundError("no run or sweep folders given")
+    found = [(root, run) for root in roots for run in run_dirs(root)]
+    resolved: set[Path] = set()
+    for _, run in found:
+        if run.resolve() in resolved:
+            raise ValueError(f"run folder {run} is given twice")
+        resolved.add(run.resolve())
+    counts: dict[str, int] = {}
+    for _, run in found:
+        counts[run.name] = counts.get(run.name, 0) + 1
+    root_names = [root.name for root in roots]
+    named = []
+    for root, run in found:
+        if counts[run.name] == 1 or run == root:
+            named.append((run.name, run))
+        else:
+            prefix = root.name if root_names.count(root.name) == 1 else str(root)
+            named.append((f"{prefix}/{run.name}", run))
+    return named
 
 
 def unlisted_runs(runs_dir: str | Path) -> list[str]:
@@ -102,15 +133,16 @@ def swept_keys(runs: pd.DataFrame) -> list[str]:
     return list(runs.attrs.get("swept", []))
 
 
-def load_runs(runs_dir: str | Path) -> pd.DataFrame:
-    """One row per run: ``run`` (folder name), swept overrides, summary scalars.
+def load_runs(runs_dir: RunsArg) -> pd.DataFrame:
+    """One row per run: ``run`` (folder name, see :func:`named_runs`), swept overrides, summary
+    scalars; ``runs_dir`` is a sweep or run folder, or several (their runs together).
 
     Lists in the summary (per_device) and mappings (per_domain) are left out; numbers are exactly
     those of summary.json. ``df.attrs["swept"]`` lists the swept keys.
     """
     rows = []
     swept: list[str] = []
-    for run_dir in run_dirs(runs_dir):
+    for name, run_dir in named_runs(runs_dir):
         summary = read_summary(run_dir)
         params = _params(run_dir)
         for key in params:
@@ -119,7 +151,7 @@ def load_runs(runs_dir: str | Path) -> pd.DataFrame:
         scalars = {
             k: v for k, v in summary.items() if not isinstance(v, (dict, list)) and k not in params
         }
-        rows.append({"run": run_dir.name, "path": str(run_dir), **params, **scalars})
+        rows.append({"run": name, "path": str(run_dir), **params, **scalars})
     runs = pd.DataFrame(rows)
     if "policy.name" not in runs and "policy" in runs:
         runs["policy.name"] = runs["policy"]
@@ -128,18 +160,19 @@ def load_runs(runs_dir: str | Path) -> pd.DataFrame:
 
 
 def load_events(
-    runs_dir: str | Path, runs: list[str] | None = None, kinds: list[str] | None = None
+    runs_dir: RunsArg, runs: list[str] | None = None, kinds: list[str] | None = None
 ) -> pd.DataFrame:
-    """Events of the runs (all, or those named) with ``run``, swept overrides and ``policy``."""
+    """Events of the runs (all, or those named as :func:`load_runs` names them) with ``run``,
+    swept overrides and ``policy``."""
     frames = []
-    for run_dir in run_dirs(runs_dir):
-        if runs is not None and run_dir.name not in runs:
+    for name, run_dir in named_runs(runs_dir):
+        if runs is not None and name not in runs:
             continue
         events = pd.read_parquet(run_dir / "events.parquet")
         if kinds is not None:
             events = events[events["kind"].isin(kinds)]
         summary = read_summary(run_dir)
-        events = events.assign(run=run_dir.name, policy=summary.get("policy"))
+        events = events.assign(run=name, policy=summary.get("policy"))
         for key, value in _params(run_dir).items():
             if key not in events:
                 events[key] = str(value) if isinstance(value, tuple) else value

@@ -24,7 +24,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import plots, tables
-from analysis.load import check_out_folder, load_events, load_runs, read_config
+from analysis.load import RunsArg, check_out_folder, load_events, load_runs, read_config
 from analysis.methods import method_label
 
 KINDS = ("pareto", "sweep", "timeline", "devices", "cloud")
@@ -134,8 +134,9 @@ def _titled(fig: Figure, note: str) -> Figure:
     return fig
 
 
-def figure(runs_dir: str | Path, kind: str, x: str | None = None, metric: str = "accuracy"):
-    """Build one figure of ``kind`` from the runs under ``runs_dir``; returns (Figure, stem)."""
+def figure(runs_dir: RunsArg, kind: str, x: str | None = None, metric: str = "accuracy"):
+    """Build one figure of ``kind`` from the runs under ``runs_dir`` (a folder or several);
+    returns (Figure, stem)."""
     if kind not in KINDS:
         raise ValueError(f"unknown plot kind {kind!r}; allowed: {', '.join(KINDS)}")
     runs = with_methods(load_runs(runs_dir))
@@ -165,7 +166,7 @@ def figure(runs_dir: str | Path, kind: str, x: str | None = None, metric: str = 
 
 
 def draw(
-    runs_dir: str | Path, kind: str, out: str | Path, x: str | None = None, metric: str = "accuracy"
+    runs_dir: RunsArg, kind: str, out: str | Path, x: str | None = None, metric: str = "accuracy"
 ) -> list[Path]:
     """One figure as PDF + PNG into ``out``."""
     check_out_folder(out)
@@ -176,7 +177,7 @@ def draw(
         plt.close(fig)
 
 
-def build_report(runs_dir: str | Path, out: str | Path) -> list[Path]:
+def build_report(runs_dir: RunsArg, out: str | Path) -> list[Path]:
     """Every figure that the runs support, and the run and aggregate tables (Markdown + LaTeX).
 
     All or nothing: missing or empty ``runs_dir`` fails before anything is created, and the files

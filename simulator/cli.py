@@ -722,7 +722,14 @@ def _note_unlisted(paths: Iterable[Path]) -> None:
 
 @app.command()
 def plot(
-    runs_dir: Annotated[Path, typer.Argument(help="A sweep folder (or one run folder).")],
+    runs_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="A sweep folder (or one run folder); several are drawn together (e.g. a sweep "
+            "and the random-at-matched-bytes sweep run after it).",
+            metavar="RUNS_DIR...",
+        ),
+    ],
     kind: Annotated[PlotKind, typer.Option(help="Which figure.")] = PlotKind.pareto,
     x: Annotated[
         str | None, typer.Option(help="Swept key on the x axis (sweep plot; default: first).")
@@ -730,7 +737,9 @@ def plot(
     metric: Annotated[str, typer.Option(help="Summary metric (sweep plot).")] = "accuracy",
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="Folder for the PDF and PNG (default: RUNS_DIR/figures)."),
+        typer.Option(
+            "--out", "-o", help="Folder for the PDF and PNG (default: the first RUNS_DIR/figures)."
+        ),
     ] = None,
 ) -> None:
     """Draw one paper figure (PDF + PNG) from run folders."""
@@ -738,9 +747,9 @@ def plot(
     from analysis.report import draw
 
     try:
-        out_dir = check_out_folder(out or runs_dir / "figures")
-        _note_unlisted([runs_dir])
-        paths = draw(runs_dir, kind.value, out_dir, x=x, metric=metric)
+        out_dir = check_out_folder(out or runs_dirs[0] / "figures")
+        _note_unlisted(runs_dirs)
+        paths = draw(runs_dirs, kind.value, out_dir, x=x, metric=metric)
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(exc)
     for path in paths:
@@ -749,9 +758,16 @@ def plot(
 
 @app.command()
 def report(
-    runs_dir: Annotated[Path, typer.Argument(help="A sweep folder (or one run folder).")],
+    runs_dirs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="A sweep folder (or one run folder); several are reported together.",
+            metavar="RUNS_DIR...",
+        ),
+    ],
     out: Annotated[
-        Path | None, typer.Option("--out", "-o", help="Report folder (default: RUNS_DIR/report).")
+        Path | None,
+        typer.Option("--out", "-o", help="Report folder (default: the first RUNS_DIR/report)."),
     ] = None,
 ) -> None:
     """All figures and tables (Markdown + LaTeX) of a sweep into one folder."""
@@ -759,9 +775,9 @@ def report(
     from analysis.report import build_report
 
     try:
-        out_dir = check_out_folder(out or runs_dir / "report")
-        _note_unlisted([runs_dir])
-        paths = build_report(runs_dir, out_dir)
+        out_dir = check_out_folder(out or runs_dirs[0] / "report")
+        _note_unlisted(runs_dirs)
+        paths = build_report(runs_dirs, out_dir)
     except (FileNotFoundError, ValueError) as exc:
         _fail(exc)
     for path in paths:

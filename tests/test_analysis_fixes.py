@@ -141,6 +141,28 @@ def test_pareto_and_sweep_plots_of_a_method_sweep_have_one_series_per_method(met
     assert _legend(sweep.axes[0]) == ["Source", "BN adapt", "CEMA"]
 
 
+def test_several_sweep_folders_are_read_together_with_unique_run_names(tmp_path):
+    first = fake_sweep(tmp_path / "a", SweepSpec(grid={"policy.name": ["none", "cema"]}, seeds=2))
+    second = fake_sweep(tmp_path / "b", SweepSpec(grid={"policy.name": ["all"]}, seeds=2))
+    runs = load_runs([first, second])
+    assert sorted(runs["policy.name"].unique()) == ["all", "cema", "none"]
+    assert len(runs) == 6 and runs["run"].is_unique
+    with pytest.raises(ValueError, match="given twice"):
+        load_runs([first, first])
+    # a name two sweeps share is prefixed with its sweep folder (here both are called "runs")
+    again = fake_sweep(tmp_path / "c", SweepSpec(grid={"policy.name": ["none"]}, seeds=1))
+    both = load_runs([first, again])
+    assert both["run"].is_unique
+    shared = sorted(n for n in both["run"] if "/" in n)
+    assert shared == [f"{first}/policy.name=none__seed=0", f"{again}/policy.name=none__seed=0"]
+    events = load_events([first, second], runs=[runs["run"].iloc[-1]], kinds=["sample"])
+    assert set(events["run"]) == {runs["run"].iloc[-1]}
+    out = tmp_path / "fig"
+    result = runner.invoke(app, ["plot", str(first), str(second), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert (out / "pareto.png").is_file()
+
+
 @pytest.mark.parametrize("kind", ["devices", "cloud"])
 def test_one_run_figures_name_the_run_and_reference_point(method_sweep, kind):
     fig, _ = figure(method_sweep, kind)
