@@ -33,6 +33,7 @@ from pydantic import (
 
 from simulator.fleet.profiles import HardwareProfile
 from simulator.registry import Registry
+from simulator.traces.readers import TraceFormat
 
 # --------------------------------------------------------------------------------------------------
 # Errors
@@ -77,7 +78,7 @@ Split = Literal["test", "train"]
 CorruptionSource = Literal["generated", "folder"]
 StreamSchedule = Literal["continual", "random"]
 Arrival = Literal["fixed", "poisson"]
-LatencyDist = Literal["constant", "normal", "lognormal"]
+LatencyDist = Literal["constant", "normal", "lognormal", "empirical"]
 TraceEnd = Literal["loop", "hold"]
 Encoding = Literal["raw", "jpeg", "png"]
 CloudScope = Literal["shared", "per_device"]
@@ -391,20 +392,42 @@ class StreamConfig(Section):
 
 
 class LatencyConfig(Section):
-    """How each message's one-way latency is drawn around its device's ``network.latency_ms``."""
+    """How each message's one-way latency is drawn around its device's ``network.latency_ms``, or
+    from measured round-trip times (``dist: empirical``)."""
 
     dist: LatencyDist = Field(
         "constant",
-        description="constant; normal (clipped at 0); lognormal (mean latency_ms, sd jitter_ms)",
+        description="constant; normal (clipped at 0); lognormal (mean latency_ms, sd jitter_ms); "
+        "empirical: half of an RTT drawn from latency.samples",
     )
     jitter_ms: float | list[float] = Field(
         0.0, description="standard deviation of the latency, ms (>= 0; per device as a list)"
+    )
+    samples: str | list[str] | None = Field(
+        None,
+        description="measured RTTs for dist empirical: a shipped RTT set (fleetsim list traces) "
+        "or a file of RTTs in ms (PATH or PATH#SELECT, e.g. a 5Gophers ping log#5G/US-East); "
+        "a list is cycled over devices",
     )
 
     @field_validator("jitter_ms", mode="before")
     @classmethod
     def _nonnegative_jitter(cls, v: Any) -> Any:
         return _per_device(v, unit="ms", allow_zero=True)
+
+    @field_validator("samples")
+    @classmethod
+    def _readable_samples(cls, v: str | list[str] | None) -> str | list[str] | None:
+        from simulator.traces import resolve_rtt
+
+        if isinstance(v, list) and not v:
+            raise ValueError("must be an RTT set or a non-empty list of them")
+        for item in v if isinstance(v, list) else [] if v is None else [v]:
+            try:
+                resolve_rtt(item)
+            except (ValueError, OSError) as exc:
+                raise ValueError(f"RTT samples {item!r}: {exc}") from None
+        return v
 
     @model_validator(mode="after")
     def _jitter_needs_a_distribution(self) -> LatencyConfig:
@@ -413,7 +436,21 @@ class LatencyConfig(Section):
             raise ValueError(
                 f"jitter_ms {self.jitter_ms} needs dist normal or lognormal (dist is constant)"
             )
+        if self.dist == "empirical" and self.samples is None:
+            raise ValueError(
+                "dist empirical needs samples (a shipped RTT set such as 4g-rtt, or a file)"
+            )
+        if self.dist == "empirical" and any(j > 0 for j in jitters):
+            raise ValueError("jitter_ms has no effect with dist empirical (the samples spread)")
+        if self.dist != "empirical" and self.samples is not None:
+            raise ValueError(f"samples need dist empirical (dist is {self.dist})")
         return self
+
+    def rtt_name(self, device: int) -> str | None:
+        """The RTT samples of ``device`` (lists are cycled), or None."""
+        if isinstance(self.samples, list):
+            return self.samples[device % len(self.samples)]
+        return self.samples
 
 
 class OutageConfig(Section):
@@ -444,15 +481,17 @@ class QueueConfig(Section):
     )
 
 
-def _check_trace(v: Any, end: str) -> Any:
-    from simulator.fleet.bandwidth import check_trace, read_trace_csv
+def _check_trace(v: Any, end: str, format: str) -> Any:
+    from simulator.fleet.bandwidth import check_trace
+    from simulator.traces import TraceError, resolve_trace
 
     for path in v if isinstance(v, list) else [v]:
-        if not Path(path).expanduser().is_file():
-            raise ValueError(f"trace file {str(path)!r} does not exist")
         try:
-            check_trace(*read_trace_csv(path), end)
-        except (ValueError, UnicodeDecodeError) as exc:
+            trace = resolve_trace(path, format)  # type: ignore[arg-type]
+            check_trace(list(trace.times_s), list(trace.mbps), end)
+        except TraceError as exc:
+            raise ValueError(f"bad trace: {exc}") from None
+        except (ValueError, OSError) as exc:
             raise ValueError(f"bad trace {str(path)!r}: {exc}") from None
     return v
 
@@ -462,7 +501,9 @@ class NetworkConfig(Section):
 
     uplink_mbps: float | list[float] = Field(10.0, description="uplink bandwidth, Mbit/s (> 0)")
     downlink_mbps: float | list[float] = Field(50.0, description="downlink bandwidth, Mbit/s (> 0)")
-    latency_ms: float | list[float] = Field(20.0, description="one-way latency, ms (>= 0)")
+    latency_ms: float | list[float] = Field(
+        20.0, description="one-way latency, ms (>= 0; unused with latency.dist empirical)"
+    )
     latency: LatencyConfig = Field(
         default_factory=LatencyConfig, description="latency distribution (dist, jitter_ms)"
     )
@@ -475,14 +516,27 @@ class NetworkConfig(Section):
     trace_end: TraceEnd = Field(
         "loop", description="after a bandwidth trace ends: loop it, or hold its last rate"
     )
+    trace_format: TraceFormat = Field(
+        "auto",
+        description="format of trace files: csv (time_s,mbps), 5gophers, mahimahi, twocolumn, "
+        "or auto (detected); shipped traces need none",
+    )
     uplink_trace: Path | list[Path] | None = Field(
         None,
-        description="CSV (time_s,mbps) replacing uplink_mbps with a piecewise-constant rate "
-        "(a list is cycled over devices; e.g. scenarios/traces/lte_uplink.csv)",
+        description="a shipped trace (fleetsim list traces, e.g. 5g-walking-up) or a trace file "
+        "(PATH or PATH#SELECT) replacing uplink_mbps with a piecewise-constant rate "
+        "(a list is cycled over devices)",
     )
     downlink_trace: Path | list[Path] | None = Field(
-        None, description="CSV (time_s,mbps) replacing downlink_mbps (a list is cycled)"
+        None, description="as uplink_trace, replacing downlink_mbps (a list is cycled)"
     )
+    uplink_scale: float = Field(
+        1.0,
+        gt=0,
+        description="every uplink rate (constant or trace) times this: the share of a device's "
+        "uplink its adaptation traffic gets; the knob of a bandwidth-budget study",
+    )
+    downlink_scale: float = Field(1.0, gt=0, description="every downlink rate times this")
     trace_offset_s: float | list[float] = Field(
         0.0, description="start each device's trace replay this far into it, s (>= 0)"
     )
@@ -521,8 +575,10 @@ class NetworkConfig(Section):
         if isinstance(v, list) and not v:
             raise ValueError("must be a trace file or a non-empty list of them")
         if not all(isinstance(p, str | Path) for p in (v if isinstance(v, list) else [v])):
-            raise ValueError("must be a path to a CSV trace (or a list of them)")
-        return _check_trace(v, info.data.get("trace_end", "loop"))
+            raise ValueError("must be a shipped trace or a trace file (or a list of them)")
+        return _check_trace(
+            v, info.data.get("trace_end", "loop"), info.data.get("trace_format", "auto")
+        )
 
     @model_validator(mode="after")
     def _lognormal_needs_a_mean(self) -> NetworkConfig:

@@ -81,6 +81,12 @@ def scenario_warnings(scenario: Scenario) -> list[str]:
             f"stream.batch_size {batch} is larger than stream.segment_samples {segment}: every "
             "batch mixes images of two or more domains"
         )
+    network = scenario.network
+    if network.latency.dist == "empirical" and "latency_ms" in network.model_fields_set:
+        found.append(
+            f"network.latency_ms {network.latency_ms} is not used: latency.dist empirical draws "
+            f"each latency from the measured RTTs ({network.latency.samples})"
+        )
     adapter = ADAPTERS.get(scenario.cloud.adapter)
     data = scenario.dataset.name
     models = [("edge.model", scenario.edge.model, scenario.edge.checkpoint)]

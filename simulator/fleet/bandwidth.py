@@ -14,7 +14,6 @@ end a trace either ``loop``s (starts again at its first row) or ``hold``s its la
 from __future__ import annotations
 
 import bisect
-import csv
 import math
 from pathlib import Path
 from typing import Literal
@@ -127,21 +126,9 @@ def check_trace(times_s: list[float], mbps: list[float], end: str) -> None:
 
 
 def read_trace_csv(path: str | Path) -> tuple[list[float], list[float]]:
-    """``(times_s, mbps)`` of a CSV trace with header ``time_s,mbps``. ValueError names the row."""
-    path = Path(path).expanduser()
-    with path.open(newline="") as handle:
-        reader = csv.reader(row for row in handle if row.strip() and not row.startswith("#"))
-        header = [h.strip() for h in next(reader, [])]
-        if header != ["time_s", "mbps"]:
-            raise ValueError(f"{path}: header must be 'time_s,mbps', got {','.join(header)!r}")
-        times_s, mbps = [], []
-        for line, row in enumerate(reader, start=2):
-            try:
-                t, r = (float(x) for x in row)
-            except ValueError:
-                raise ValueError(
-                    f"{path}: data row {line - 1}: expected two numbers, got {row}"
-                ) from None
-            times_s.append(t)
-            mbps.append(r)
-    return times_s, mbps
+    """``(times_s, mbps)`` of a CSV trace with header ``time_s,mbps`` (see
+    :mod:`simulator.traces.readers`; TraceError names the file and line)."""
+    from simulator.traces.readers import read_csv_trace
+
+    trace = read_csv_trace(Path(path).expanduser())
+    return list(trace.times_s), list(trace.mbps)

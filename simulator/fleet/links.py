@@ -15,9 +15,10 @@ import numpy as np
 import simpy
 
 from simulator.config import NetworkConfig, per_device_value
-from simulator.fleet.bandwidth import BandwidthTrace, ConstantRate, read_trace_csv
+from simulator.fleet.bandwidth import BandwidthTrace, ConstantRate
 from simulator.fleet.network import Latency, Link, SharedCapacity
 from simulator.fleet.outages import GilbertElliott
+from simulator.traces import resolve_rtt, resolve_trace
 
 # Purposes of the network's random streams (the engine's own purposes are small integers).
 UPLINK_LATENCY, DOWNLINK_LATENCY, UPLINK_OUTAGE, DOWNLINK_OUTAGE = 11, 12, 13, 14
@@ -42,35 +43,48 @@ class FleetNetwork:
         )
         self.uplinks: dict[int, Link] = {}
         self.downlinks: dict[int, Link] = {}
-        self._traces: dict[Path, tuple[list[float], list[float]]] = {}
 
     def _rng(self, purpose: int, device: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, purpose, device])
 
     def _bandwidth(
-        self, mbps: float | list[float], trace: Path | list[Path] | None, device: int
+        self,
+        mbps: float | list[float],
+        trace: Path | list[Path] | None,
+        device: int,
+        scale: float,
     ) -> ConstantRate | BandwidthTrace:
+        """The device's rate: a constant or a trace (shipped name or file), times ``scale``."""
         path = _per_device_path(trace, device)
         if path is None:
-            return ConstantRate(per_device_value(mbps, device))
-        if path not in self._traces:
-            self._traces[path] = read_trace_csv(path)
-        times_s, rates = self._traces[path]
+            return ConstantRate(per_device_value(mbps, device) * scale)
+        rows = resolve_trace(path, self.config.trace_format)
         offset_s = per_device_value(self.config.trace_offset_s, device)
         return BandwidthTrace(
-            times_s, rates, end=self.config.trace_end, offset_s=offset_s, source=str(path)
+            list(rows.times_s),
+            [r * scale for r in rows.mbps],
+            end=self.config.trace_end,
+            offset_s=offset_s,
+            source=str(path),
+        )
+
+    def _latency(self, device: int, uplink: bool) -> Latency:
+        net = self.config
+        rng = self._rng(UPLINK_LATENCY if uplink else DOWNLINK_LATENCY, device)
+        rtt = net.latency.rtt_name(device)
+        if net.latency.dist == "empirical" and rtt is not None:
+            return Latency(0.0, 0.0, "empirical", rng, samples_s=resolve_rtt(rtt) / 2000.0)
+        jitter_s = per_device_value(net.latency.jitter_ms, device) / 1000.0
+        return Latency(
+            per_device_value(net.latency_ms, device) / 1000.0,
+            jitter_s,
+            net.latency.dist,
+            rng if jitter_s > 0 else None,
         )
 
     def _link(self, device: int, uplink: bool) -> Link:
         net = self.config
-        latency_purpose = UPLINK_LATENCY if uplink else DOWNLINK_LATENCY
-        jitter_s = per_device_value(net.latency.jitter_ms, device) / 1000.0
-        latency = Latency(
-            per_device_value(net.latency_ms, device) / 1000.0,
-            jitter_s,
-            net.latency.dist,
-            self._rng(latency_purpose, device) if jitter_s > 0 else None,
-        )
+        latency = self._latency(device, uplink)
         outages = None
         if net.outage is not None and (uplink or net.outage.downlink):
             outages = GilbertElliott(
@@ -79,7 +93,7 @@ class FleetNetwork:
                 self._rng(UPLINK_OUTAGE if uplink else DOWNLINK_OUTAGE, device),
             )
         if uplink:
-            bandwidth = self._bandwidth(net.uplink_mbps, net.uplink_trace, device)
+            bandwidth = self._bandwidth(net.uplink_mbps, net.uplink_trace, device, net.uplink_scale)
             return Link(
                 self.env,
                 bandwidth,
@@ -89,7 +103,9 @@ class FleetNetwork:
                 max_queue=net.queue.max_messages,
                 queue_timeout_s=net.queue.timeout_s,
             )
-        bandwidth = self._bandwidth(net.downlink_mbps, net.downlink_trace, device)
+        bandwidth = self._bandwidth(
+            net.downlink_mbps, net.downlink_trace, device, net.downlink_scale
+        )
         return Link(self.env, bandwidth, latency, outages=outages, shared=self.egress)
 
     def uplink(self, device: int) -> Link:

@@ -79,7 +79,9 @@ class Latency:
     ``normal`` draws N(mean, jitter) clipped at 0 (clipping raises the mean a little when the jitter is
     comparable to the mean); ``lognormal`` draws a lognormal with exactly that mean and standard
     deviation (sigma^2 = ln(1 + (jitter/mean)^2), mu = ln(mean) - sigma^2/2): always positive, with the
-    long right tail of measured network delays. ``constant`` (or zero jitter) never draws.
+    long right tail of measured network delays. ``empirical`` draws one of ``samples_s`` (measured
+    one-way latencies, e.g. half of each measured RTT) uniformly; its mean is theirs. ``constant``
+    (or zero jitter) never draws.
     """
 
     def __init__(
@@ -88,14 +90,24 @@ class Latency:
         jitter_s: float = 0.0,
         dist: LatencyDist = "constant",
         rng: np.random.Generator | None = None,
+        samples_s: np.ndarray | None = None,
     ):
+        if dist not in get_args(LatencyDist):
+            allowed = ", ".join(get_args(LatencyDist))
+            raise ValueError(f"unknown latency dist {dist!r}; allowed: {allowed}")
+        if dist == "empirical":
+            if samples_s is None or len(samples_s) == 0 or rng is None:
+                raise ValueError("an empirical latency needs samples and a random generator")
+            samples_s = np.asarray(samples_s, dtype=float)
+            if not (np.all(np.isfinite(samples_s)) and samples_s.min() >= 0):
+                raise ValueError("empirical latency samples must be finite and >= 0 s")
+            mean_s, jitter_s = float(samples_s.mean()), float(samples_s.std())
+        elif samples_s is not None:
+            raise ValueError(f"latency samples need dist empirical (dist is {dist})")
         if not (mean_s >= 0 and math.isfinite(mean_s)):
             raise ValueError(f"latency must be >= 0 s, got {mean_s}")
         if not (jitter_s >= 0 and math.isfinite(jitter_s)):
             raise ValueError(f"latency jitter must be >= 0 s, got {jitter_s}")
-        if dist not in get_args(LatencyDist):
-            allowed = ", ".join(get_args(LatencyDist))
-            raise ValueError(f"unknown latency dist {dist!r}; allowed: {allowed}")
         if dist == "constant" and jitter_s > 0:
             raise ValueError("a constant latency has no jitter; use dist normal or lognormal")
         if dist == "lognormal" and jitter_s > 0 and mean_s <= 0:
@@ -103,12 +115,16 @@ class Latency:
         if dist != "constant" and jitter_s > 0 and rng is None:
             raise ValueError(f"a {dist} latency needs a random generator")
         self.mean_s, self.jitter_s, self.dist, self.rng = float(mean_s), float(jitter_s), dist, rng
+        self.samples_s = samples_s
         if dist == "lognormal" and jitter_s > 0:
             self._sigma = math.sqrt(math.log1p((jitter_s / mean_s) ** 2))
             self._mu = math.log(mean_s) - self._sigma**2 / 2
 
     def draw(self) -> float:
         """Seconds of one message's propagation (>= 0)."""
+        if self.samples_s is not None:
+            assert self.rng is not None
+            return float(self.samples_s[self.rng.integers(len(self.samples_s))])
         if self.jitter_s == 0 or self.rng is None:
             return self.mean_s
         if self.dist == "normal":
