@@ -440,9 +440,13 @@ def devices(events: pd.DataFrame, bins: int = 30) -> Figure:
     return fig
 
 
-def cloud(events: pd.DataFrame, ms_per_step: float, workers: int = 1, bins: int = 30) -> Figure:
+def cloud(
+    events: pd.DataFrame, ms_per_step: float | None = None, workers: int = 1, bins: int = 30
+) -> Figure:
     """The cloud adapter over simulated time, from update events (one run): queueing delay of each
-    update, updates per time bin, and utilization = busy worker time / (bin width x workers)."""
+    update, updates per time bin, and utilization = busy worker time / (bin width x workers).
+    Each update's busy time is its ``compute_s`` (recorded since cloud profiles), else
+    ``steps x ms_per_step`` (older runs)."""
     updates = events[events["kind"] == "update"].sort_values("sim_time_s")
     if "run" in updates and updates["run"].nunique() > 1:
         updates = updates[updates["run"] == updates["run"].iloc[0]]
@@ -450,7 +454,12 @@ def cloud(events: pd.DataFrame, ms_per_step: float, workers: int = 1, bins: int 
     edges = np.linspace(0.0, max(end_s, 1e-9), bins + 1)
     width = edges[1] - edges[0]
     done = updates["sim_time_s"].to_numpy(float)
-    start = done - updates["steps"].to_numpy(float) * ms_per_step / 1000.0
+    if "compute_s" in updates and updates["compute_s"].notna().all():
+        start = done - updates["compute_s"].to_numpy(float)
+    elif ms_per_step is not None:
+        start = done - updates["steps"].to_numpy(float) * ms_per_step / 1000.0
+    else:
+        raise ValueError("update events without compute_s need the run's cloud.ms_per_step")
     busy = np.array(
         [np.clip(np.minimum(done, b) - np.maximum(start, a), 0, None).sum() for a, b in zip(edges[:-1], edges[1:], strict=True)]
     )  # fmt: skip

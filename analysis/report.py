@@ -161,7 +161,7 @@ def figure(runs_dir: RunsArg, kind: str, x: str | None = None, metric: str = "ac
     path = runs.loc[runs["run"] == name, "path"].iloc[0]
     cloud = read_config(path)["cloud"]
     events = load_events(runs_dir, [name])
-    fig = plots.cloud(events, ms_per_step=cloud["ms_per_step"], workers=cloud["workers"])
+    fig = plots.cloud(events, ms_per_step=cloud.get("ms_per_step"), workers=cloud["workers"])
     return _titled(fig, note), "cloud"
 
 

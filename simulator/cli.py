@@ -372,7 +372,7 @@ def list_(kind: Annotated[ListKind, typer.Argument(help="What to list.")]) -> No
 
 
 def _list_profiles() -> None:
-    from simulator.fleet.profiles import PROFILES
+    from simulator.hardware import CLOUD_PROFILES, PROFILES
 
     table = Table(title="profiles (edge.profile; your own under edge.profiles)")
     for column in ("name", "GMAC/s", "ms/batch", "active W", "radio nJ/B up/down", "description"):
@@ -388,6 +388,12 @@ def _list_profiles() -> None:
             p.description,
         )
     console.print(table)
+    clouds = Table(title="cloud profiles (cloud.profile; your own under cloud.profiles)")
+    for column in ("name", "GMAC/s", "ms/step", "description"):
+        clouds.add_column(column, justify="left" if column in ("name", "description") else "right")
+    for name, c in CLOUD_PROFILES.items():
+        clouds.add_row(name, f"{c.gmacs_per_s:g}", f"{c.step_overhead_ms:g}", c.description)
+    console.print(clouds)
 
 
 def _list_traces() -> None:

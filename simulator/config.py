@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from simulator.fleet.profiles import HardwareProfile
+from simulator.hardware import CLOUD_PROFILES, CloudProfile, HardwareProfile
 from simulator.registry import Registry
 from simulator.traces.readers import TraceFormat
 
@@ -641,7 +641,7 @@ class EdgeConfig(Section):
 
     @model_validator(mode="after")
     def _known_profiles(self) -> EdgeConfig:
-        from simulator.fleet.profiles import PROFILES
+        from simulator.hardware import PROFILES
 
         names = self.profile if isinstance(self.profile, list) else [self.profile]
         if isinstance(self.profile, list) and not self.profile:
@@ -660,7 +660,7 @@ class EdgeConfig(Section):
 
     def hardware(self, device: int) -> HardwareProfile | None:
         """The profile of ``device`` (user-defined first, then built-in), or None."""
-        from simulator.fleet.profiles import PROFILES
+        from simulator.hardware import PROFILES
 
         name = self.profile_name(device)
         return None if name is None else self.profiles.get(name) or PROFILES[name]
@@ -710,7 +710,22 @@ class CloudConfig(PluginSection):
         description="a worker serves up to this many queued messages of one scope together "
         "(batch formation across devices)",
     )
-    ms_per_step: float = Field(40.0, ge=0, description="simulated time of one adaptation step, ms")
+    profile: str = Field(
+        "a100",
+        description="cloud hardware profile (fleetsim list profiles): a step's simulated time "
+        "from the MACs it computes (teacher and edge, forward and backward, replay rows)",
+    )
+    profiles: dict[str, CloudProfile] = Field(
+        default_factory=dict,
+        description="your own cloud profiles by name (gmacs_per_s, step_overhead_ms); they may "
+        "replace built-in ones",
+    )
+    ms_per_step: float | None = Field(
+        None,
+        ge=0,
+        description="override: a fixed simulated time per adaptation step, ms, whatever the "
+        "step computes (null: from cloud.profile)",
+    )
     state_dtype: StateDtype = Field(
         "float32", description="dtype of the normalization state sent down"
     )
@@ -719,6 +734,19 @@ class CloudConfig(PluginSection):
     @classmethod
     def _known_teacher(cls, v: str | None) -> str | None:
         return _check_model(v)
+
+    @model_validator(mode="after")
+    def _known_profile(self) -> CloudConfig:
+        known = sorted(set(CLOUD_PROFILES) | set(self.profiles))
+        if self.profile not in known:
+            raise ValueError(
+                f"profile: unknown cloud profile {self.profile!r}; allowed: {', '.join(known)}"
+            )
+        return self
+
+    def hardware(self) -> CloudProfile:
+        """The cloud profile in use (user-defined first, then built-in)."""
+        return self.profiles.get(self.profile) or CLOUD_PROFILES[self.profile]
 
     @field_validator("teacher_checkpoint")
     @classmethod
@@ -1033,7 +1061,7 @@ def _routing_problems(scenario: Scenario) -> list[Problem]:
 def _selection_problems(scenario: Scenario) -> list[Problem]:
     """Model selection other than ``fixed`` is a zero-upload baseline on profiled devices; budgets
     per profile cover every profile in use; slowdowns name existing devices and profiles."""
-    from simulator.fleet.profiles import PROFILES
+    from simulator.hardware import PROFILES
 
     sel, problems = scenario.selection, []
     if sel.plugin.switches_models:

@@ -32,6 +32,7 @@ from simulator.data.corruptions import corrupt
 from simulator.data.datasets import CorruptedFolder, ImageDataset, create_dataset
 from simulator.data.streams import DeviceStream, build_stream, stream_domains
 from simulator.fleet.cloud import Cloud, FoundationServer
+from simulator.fleet.cloud_time import CloudTime
 from simulator.fleet.device import EdgeDevice, NormState
 from simulator.fleet.executor import ExecutorKind, FleetExecutor
 from simulator.fleet.links import FleetNetwork
@@ -308,6 +309,17 @@ def run_scenario(
             policy.bind_inner(inner_cls(scenario.policy.params(inner), num_classes, rng))
         return policy
 
+    if scenario.cloud.ms_per_step is not None:
+        cloud_time = CloudTime(ms_per_step=scenario.cloud.ms_per_step)
+    else:
+        shape = (3, height, width)
+        cloud_time = CloudTime(
+            profile=scenario.cloud.hardware(),
+            profile_name=scenario.cloud.profile,
+            teacher_macs=count_macs(teacher, shape) if teacher is not None else 0,
+            edge_macs=macs or count_macs(edge_model, shape),
+        )
+
     selectors: dict[int, DeviceSelector] = {}
     if scenario.selection.active:  # per-device model choice (policies/selection)
         selectors = _selectors(
@@ -319,7 +331,7 @@ def run_scenario(
         adapter,
         devices,
         workers=scenario.cloud.workers,
-        ms_per_step=scenario.cloud.ms_per_step,
+        step_time=cloud_time,
         per_device_scope=scenario.cloud.scope == "per_device",
         state_dtype=getattr(torch, scenario.cloud.state_dtype),
         header_bytes=net.header_bytes,
@@ -393,6 +405,9 @@ def run_scenario(
         sim_time_s=float(env.now),
         cloud_busy_s=cloud.busy_s,
         cloud_utilization=cloud.busy_s / (scenario.cloud.workers * env.now) if env.now else 0.0,
+        cloud_profile=cloud_time.describe(),
+        cloud_compute_s=float(sum(cloud.compute_s)),
+        cloud_update_ms_mean=1000.0 * float(np.mean(cloud.compute_s)) if cloud.compute_s else None,
         routing=scenario.routing.name,
         compute_device=describe_device(compute),
         # CPU kernels sum in thread-sized chunks: the last digits of the cloud's updates, and so

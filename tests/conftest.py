@@ -31,7 +31,12 @@ def tiny_scenario_dict(**changes) -> dict:
         },
         "network": {"uplink_mbps": [1.0, 4.0], "downlink_mbps": 20.0, "latency_ms": 10.0},
         "edge": {"model": "synthetic_edge"},
-        "cloud": {"teacher": "synthetic_teacher", "adapter": "cema", "cema": {"batch_size": 16}},
+        "cloud": {
+            "teacher": "synthetic_teacher",
+            "adapter": "cema",
+            "ms_per_step": 40,  # fixed step time (tests of cloud profiles set null)
+            "cema": {"batch_size": 16},
+        },
         "policy": {"name": "cema"},
     }
     for dotted, value in changes.items():

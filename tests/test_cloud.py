@@ -11,6 +11,7 @@ from simulator.adaptation.base import AdaptStats
 from simulator.config import ScenarioError, scenario_from_dict
 from simulator.engine import run_scenario
 from simulator.fleet.cloud import Cloud
+from simulator.fleet.cloud_time import CloudTime
 from simulator.fleet.device import NormState, UploadMessage
 from simulator.metrics import EventRecorder
 from tests.conftest import tiny_scenario_dict
@@ -53,7 +54,7 @@ def _cloud(env, adapter, devices, **options) -> Cloud:
     """A cloud over the stand-in adapter: one-second steps, one worker and fifo unless told."""
     settings = dict(
         workers=1,
-        ms_per_step=1000.0,
+        step_time=CloudTime(ms_per_step=1000.0),
         per_device_scope=False,
         state_dtype=torch.float32,
         header_bytes=0,

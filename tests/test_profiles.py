@@ -3,7 +3,7 @@
 import pytest
 from torch import nn
 
-from simulator.fleet.profiles import PROFILES, HardwareProfile
+from simulator.hardware import PROFILES, HardwareProfile
 from simulator.models.flops import count_macs
 from simulator.models.zoo import create_model
 

@@ -88,9 +88,11 @@ def test_tent_defaults_follow_the_official_cifar10_config_and_edge_uses_batch_st
     tent = make("tent")
     assert isinstance(tent._optimizer, torch.optim.Adam)
     assert tent._optimizer.defaults["betas"] == (0.9, 0.999)
-    # the SGD choice: Tent's conf.py uses Nesterov momentum, EATA's release plain momentum
+    # the SGD choice: plain momentum as the released EATA/CEMA Tent baselines; Nesterov (Tent's
+    # own conf.py) when asked
     sgd = make("tent", optimizer="sgd")._optimizer.defaults
-    assert (sgd["momentum"], sgd["nesterov"], sgd["dampening"]) == (0.9, True, 0)
+    assert (sgd["momentum"], sgd["nesterov"], sgd["dampening"]) == (0.9, False, 0)
+    assert make("tent", optimizer="sgd", nesterov=True)._optimizer.defaults["nesterov"]
     assert not make("eata")._optimizer.defaults["nesterov"]
     assert not make("tent", optimizer="sgd", momentum=0.0)._optimizer.defaults["nesterov"]
 
@@ -221,6 +223,24 @@ def test_eata_behind_its_own_upload_filter_steps_on_every_upload() -> None:
     assert unfiltered.filter_counts(0) == (16, 16)
 
 
+def test_eata_steps_once_per_edge_batch_on_all_its_samples_as_released() -> None:
+    assert EataAdapter.for_upload_policy(None, "eata").step_on == "edge_batch"
+    assert EataAdapter.for_upload_policy(None, "all").step_on == "cloud_batch"
+    given = EataAdapter.Config(step_on="cloud_batch")
+    assert EataAdapter.for_upload_policy(given, "eata").step_on == "cloud_batch"
+    x = images(5, 3)  # five kept samples of one edge batch: fewer than a cloud batch of 64
+    per_edge = make("eata", fisher_alpha=0.0, cloud_filter=False, step_on="edge_batch")
+    stats = per_edge.observe(0, x)
+    model = tiny_model(1)
+    with torch.no_grad(), use_batch_statistics(model):
+        entropy = softmax_entropy(model(x))
+    assert stats.steps == 1 and stats.samples == 5 and per_edge.pending(0) == 0
+    assert stats.loss == pytest.approx(float((torch.exp(E0 - entropy) * entropy).mean()), rel=1e-5)
+    assert (stats.edge_forward, stats.edge_backward) == (5, 5)
+    per_cloud = make("eata", fisher_alpha=0.0, cloud_filter=False, step_on="cloud_batch")
+    assert per_cloud.observe(0, x).steps == 0 and per_cloud.pending(0) == 5
+
+
 def test_eata_fisher_is_estimated_from_first_uploads_at_the_source_and_anchors_updates() -> None:
     eata = make("eata", logit_scale=30.0, batch_size=16, fisher_samples=16, lr=0.05)
     x = images(16, 0)
@@ -344,10 +364,19 @@ def test_a_run_resolves_the_eata_cloud_filter_from_the_upload_policy() -> None:
         return s["updates"], s["mean_entropy"]
 
     summary = run_scenario(scenario_from_dict(data, [*base, "policy.name=eata"])).summary
-    assert summary["resolved"] == {"cloud.eata.cloud_filter": False}  # what auto became
-    # unfiltered, the cloud keeps every upload that reached a full cloud batch
+    assert summary["resolved"] == {  # what auto became: the released cloud-edge baseline
+        "cloud.eata.cloud_filter": False,
+        "cloud.eata.step_on": "edge_batch",
+    }
+    # unfiltered, stepping per upload message: every upload is stepped on once
     assert summary["cloud_kept_samples"] == summary["cloud_reliable_samples"] > 0
-    assert summary["cloud_kept_samples"] == 16 * summary["cloud_steps"]
+    assert summary["cloud_kept_samples"] == summary["uploaded_samples"]
+    assert summary["cloud_steps"] == summary["upload_messages"]
+    batched = run_scenario(
+        scenario_from_dict(data, [*base, "policy.name=eata", "cloud.eata.step_on=cloud_batch"])
+    ).summary
+    # per cloud batch: only uploads that completed a batch of 16
+    assert batched["cloud_kept_samples"] == 16 * batched["cloud_steps"]
     behind_eata = updates("policy.name=eata")
     assert behind_eata == updates("policy.name=eata", "cloud.eata.cloud_filter=false")
     budget = ["policy.name=budget", "policy.budget.inner=eata", "policy.budget.burst_s=1000"]

@@ -74,13 +74,19 @@ class AdaptStats:
 
     ``steps``: edge-model optimisation steps; ``samples``: images through those steps' training
     forward passes (new + replayed); ``teacher_steps``: foundation-model steps; ``loss``: mean edge
-    loss over the steps (``None`` without a step).
+    loss over the steps (``None`` without a step). The work counts, in images, are what the cloud's
+    compute time is made of (:func:`simulator.hardware.step_macs`): forward passes of the teacher
+    and of the edge model, and backward passes through them.
     """
 
     steps: int = 0
     samples: int = 0
     teacher_steps: int = 0
     loss: float | None = None
+    teacher_forward: int = 0
+    teacher_backward: int = 0
+    edge_forward: int = 0
+    edge_backward: int = 0
 
 
 class CloudAdapter(ABC):

@@ -347,7 +347,7 @@ class CemaAdapter(ScopedAdapter):
             state.pending = images if state.pending is None else torch.cat([state.pending, images])
 
             losses: list[float] = []
-            samples = teacher_steps = 0
+            samples = teacher_steps = teacher_images = 0
             self._load(state)
             try:
                 while len(state.pending) >= cfg.batch_size:
@@ -356,6 +356,7 @@ class CemaAdapter(ScopedAdapter):
                     if self._teacher_optimizer is not None:
                         self._teacher_step(batch)
                         teacher_steps += 1
+                        teacher_images += len(batch)
                     stored = len(state.replay)
                     if cfg.replay_batch and stored >= max(cfg.replay_min, cfg.replay_batch):
                         replayed = state.replay.sample(cfg.replay_batch, state.generator)
@@ -371,8 +372,17 @@ class CemaAdapter(ScopedAdapter):
             finally:
                 self._unload(state, updated=bool(losses))
         loss = float(np.mean(losses)) if losses else None
+        # work: the teacher's steps (forward + backward), its distillation logits for every edge
+        # step's images (forward), and the edge steps (forward + backward)
         return AdaptStats(
-            steps=len(losses), samples=samples, teacher_steps=teacher_steps, loss=loss
+            steps=len(losses),
+            samples=samples,
+            teacher_steps=teacher_steps,
+            loss=loss,
+            teacher_forward=teacher_images + samples,
+            teacher_backward=teacher_images,
+            edge_forward=samples,
+            edge_backward=samples,
         )
 
     def _load(self, state: _ScopeState) -> None:

@@ -23,6 +23,13 @@ Filtering the uploads a second time on the cloud (``true``, fleetsim before 2026
 samples the devices chose, by a cloud ``p_avg`` of its own. An adapter built without a scenario
 treats ``auto`` as ``true``.
 
+When it steps (``step_on``). The released cloud-edge baseline steps once per *edge batch*, on
+that batch's kept samples, however few: ``step_on: edge_batch`` (``auto`` behind the ``eata``
+policy) takes one step per upload message (or per group of messages ``cloud.gather`` serves
+together) on all its samples, with no carry-over. ``cloud_batch`` (``auto`` behind any other
+policy, and fleetsim's behaviour before 2026-12-05 everywhere) waits for ``batch_size`` uploads.
+An adapter built without a scenario treats ``auto`` as ``cloud_batch``.
+
 Fisher information. The released ``main.py`` estimates it before adaptation from clean source
 samples (``fisher_size = 2000``), each batch's squared gradient of the cross-entropy to the
 model's own argmax pseudo-labels, averaged over batches; the paper describes it as estimated from
@@ -155,6 +162,14 @@ class EataAdapter(EntropyAdapter):
             "eata), true otherwise.",
         )
 
+        step_on: Literal["edge_batch", "cloud_batch", "auto"] = Field(
+            "auto",
+            description="edge_batch: one step per upload message on all its samples (an edge "
+            "batch's kept samples: the cloud-edge EATA baseline of the released CEMA code); "
+            "cloud_batch: one step per batch_size uploads (carry-over); auto: edge_batch behind "
+            "the eata upload policy, cloud_batch otherwise.",
+        )
+
         @field_validator("cloud_filter", mode="before")
         @classmethod
         def _true_false_or_auto(cls, value: object) -> object:
@@ -189,12 +204,20 @@ class EataAdapter(EntropyAdapter):
 
     @classmethod
     def for_upload_policy(cls, config: BaseModel | None, policy: str) -> BaseModel | None:
-        """Resolve ``cloud_filter: auto``: false behind the ``eata`` upload policy (the device has
-        applied the same filter), true behind any other."""
+        """Resolve ``cloud_filter: auto`` (false behind the ``eata`` upload policy: the device has
+        applied the same filter; true behind any other) and ``step_on: auto`` (``edge_batch``
+        behind the ``eata`` policy, as the released cloud-edge baseline; else ``cloud_batch``)."""
         cfg = config if config is not None else cls.Config()
-        if cfg.cloud_filter != "auto":  # type: ignore[attr-defined]
-            return cfg
-        return cfg.model_copy(update={"cloud_filter": policy != "eata"})
+        update: dict[str, object] = {}
+        if cfg.cloud_filter == "auto":  # type: ignore[attr-defined]
+            update["cloud_filter"] = policy != "eata"
+        if cfg.step_on == "auto":  # type: ignore[attr-defined]
+            update["step_on"] = "edge_batch" if policy == "eata" else "cloud_batch"
+        return cfg.model_copy(update=update) if update else cfg
+
+    def _step_per_call(self) -> bool:
+        cfg: EataAdapter.Config = self.config  # type: ignore[assignment]
+        return cfg.step_on == "edge_batch"
 
     def _new_scope(self) -> EataScope:
         return EataScope(norm={k: v.clone() for k, v in self._source_state.items()})
@@ -233,6 +256,8 @@ class EataAdapter(EntropyAdapter):
         if cfg.fisher_alpha and state.fisher_seen < cfg.fisher_samples:
             take = images[: cfg.fisher_samples - state.fisher_seen]
             squared = [g.square() for g in self._source_pseudo_label_grads(take)]
+            self._forward += len(take)
+            self._backward += len(take)
             if state.fisher_sum is None:
                 state.fisher_sum = squared
             else:

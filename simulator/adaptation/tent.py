@@ -8,8 +8,10 @@ statistics (Tent's forward: ``track_running_stats = False``, running statistics 
 
 Defaults are the official CIFAR-10-C setting (``cfgs/tent.yaml`` over ``conf.py``): Adam with
 ``lr = 1e-3``, ``betas = (0.9, 0.999)``, no weight decay, one step per batch, test batch size 200;
-SGD is a choice (``conf.py``'s: momentum 0.9, Nesterov, no dampening). ImageNet-C (EATA's
-``main.py`` Tent branch): SGD, ``lr = 2.5e-4``, momentum 0.9, batch 64; set them for 1,000 classes.
+SGD is a choice: plain momentum 0.9 by default, as the Tent baselines of the released EATA
+(``main.py``) and CEMA code run it; ``nesterov: true`` is Tent's own ``conf.py`` choice (momentum 0.9,
+Nesterov, no dampening). ImageNet-C (EATA's ``main.py`` Tent branch): SGD, ``lr = 2.5e-4``, momentum
+0.9, batch 64; set them for 1,000 classes.
 
 ``edge_norm = "batch"``: Tent never uses running statistics; train and test forwards both
 normalise with the current batch (the paper's "test-time normalization" plus learned affine), so
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import ClassVar, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -80,8 +82,6 @@ class EntropyAdapter(ScopedAdapter):
 
     needs_teacher = False
     edge_norm = "batch"
-    #: Nesterov momentum for the SGD choice (Tent's ``conf.py``: yes; EATA's release: no)
-    nesterov: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -108,10 +108,11 @@ class EntropyAdapter(ScopedAdapter):
                 self._params,
                 lr=cfg.lr,  # type: ignore[attr-defined]
                 momentum=cfg.momentum,  # type: ignore[attr-defined]
-                nesterov=self.nesterov and cfg.momentum > 0,  # type: ignore[attr-defined]
+                nesterov=getattr(cfg, "nesterov", False) and cfg.momentum > 0,  # type: ignore[attr-defined]
             )
         edge_model.eval()
         self._scopes: dict[Hashable, EntropyScope] = {}
+        self._forward = self._backward = 0  # images through the edge model in this observe call
 
     # -- scopes ------------------------------------------------------------------------------
     def _new_scope(self) -> EntropyScope:
@@ -123,11 +124,19 @@ class EntropyAdapter(ScopedAdapter):
         return self._scopes[scope]
 
     # -- learning ----------------------------------------------------------------------------
+    def _step_per_call(self) -> bool:
+        """True: one step per ``observe`` call on all its uploads (an edge batch's), no carry-over;
+        False: one step per full cloud batch of ``batch_size``."""
+        return False
+
     def observe(self, scope: Hashable, images: torch.Tensor) -> AdaptStats:
-        """Queue one edge batch's uploads and take one step per full cloud batch."""
+        """Queue one edge batch's uploads and take one step per full cloud batch (or, where the
+        adapter steps per call, one step on them all)."""
         if images.ndim != 4:
             raise ValueError(f"expected uploads as (n, C, H, W), got shape {tuple(images.shape)}")
         batch_size: int = self.config.batch_size  # type: ignore[attr-defined]
+        per_call = self._step_per_call()
+        self._forward = self._backward = 0
         with torch.inference_mode(False), torch.enable_grad():
             images = images.detach().to(device="cpu", dtype=torch.float32).clone()
             state = self._scope(scope)
@@ -136,9 +145,10 @@ class EntropyAdapter(ScopedAdapter):
             samples = 0
             self._load(state)
             try:
-                while len(state.pending) >= batch_size:
-                    batch = state.pending[:batch_size]
-                    state.pending = state.pending[batch_size:]
+                while len(state.pending) >= (1 if per_call else batch_size):
+                    take = len(state.pending) if per_call else batch_size
+                    batch = state.pending[:take]
+                    state.pending = state.pending[take:]
                     loss = self._step(state, batch)
                     if loss is not None:
                         losses.append(loss)
@@ -146,7 +156,13 @@ class EntropyAdapter(ScopedAdapter):
             finally:
                 self._unload(state, updated=bool(losses))
         loss_mean = float(np.mean(losses)) if losses else None
-        return AdaptStats(steps=len(losses), samples=samples, loss=loss_mean)
+        return AdaptStats(
+            steps=len(losses),
+            samples=samples,
+            loss=loss_mean,
+            edge_forward=self._forward,
+            edge_backward=self._backward,
+        )
 
     def _loss(self, state: EntropyScope, logits: torch.Tensor) -> torch.Tensor | None:
         """Tent: mean softmax entropy of the whole batch."""
@@ -157,9 +173,11 @@ class EntropyAdapter(ScopedAdapter):
         device = next(self.edge_model.parameters()).device
         with use_batch_statistics(self.edge_model):
             logits = self.edge_model(cloud_layout(images.to(device)))
+        self._forward += len(images)
         loss = self._loss(state, logits)
         if loss is None:
             return None
+        self._backward += len(images)
         self._optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self._optimizer.step()
@@ -197,4 +215,8 @@ class TentAdapter(EntropyAdapter):
     class Config(EntropyAdapter.Config):
         model_config = ConfigDict(extra="forbid")
 
-    nesterov = True  # the SGD choice as in Tent's conf.py (momentum 0.9, Nesterov, no dampening)
+        nesterov: bool = Field(
+            False,
+            description="Nesterov momentum for optimizer sgd: false as the Tent baselines of the "
+            "released EATA and CEMA code (plain momentum SGD); true as Tent's own conf.py.",
+        )

@@ -3,7 +3,9 @@
 Arriving upload messages wait in one cloud queue. Each of ``workers`` worker processes repeatedly
 takes the next message by the scheduling policy, plus up to ``gather - 1`` more queued messages of
 the same scope (batch formation across devices), runs the adapter's real computation on their
-samples when service starts, and is then busy for ``steps x ms_per_step`` of simulated time. Every
+samples when service starts, and is then busy for the simulated time of that work
+(:class:`simulator.fleet.cloud_time.CloudTime`: from the counted MACs on a cloud hardware profile,
+or ``steps x ms_per_step``). Every
 device whose messages were served is sent its scope's state down its downlink if that state is
 newer than the version it holds (so a message that triggers no step still refreshes a device whose
 shared scope moved on through other devices' uploads).
@@ -23,13 +25,14 @@ state they use is.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import get_args
 
 import simpy
 import torch
 
 from simulator.adaptation import CloudAdapter
+from simulator.adaptation.base import AdaptStats
 from simulator.config import CloudSchedule, DownlinkPayload
 from simulator.fleet.device import EdgeDevice, NormState, UploadMessage
 from simulator.metrics import EventRecorder
@@ -48,7 +51,7 @@ class Cloud:
         adapter: CloudAdapter,
         devices: dict[int, EdgeDevice],
         workers: int,
-        ms_per_step: float,
+        step_time: Callable[[AdaptStats], float],
         per_device_scope: bool,
         state_dtype: torch.dtype,
         header_bytes: int,
@@ -74,7 +77,8 @@ class Cloud:
         self._sent: dict[int, NormState] = {}  # delta: what each device holds once downloads land
         self.env, self.adapter, self.devices = env, adapter, devices
         self.workers, self.schedule, self.gather = workers, schedule, gather
-        self.step_s = ms_per_step / 1000.0
+        self.step_time = step_time
+        self.compute_s: list[float] = []  # simulated seconds of each update's steps
         self.per_device_scope = per_device_scope
         self.state_dtype, self.header_bytes = state_dtype, header_bytes
         self.recorder = recorder
@@ -156,8 +160,10 @@ class Cloud:
             stats = self.adapter.observe(scope, images)
             if stats.steps:
                 version, tensors = self.adapter.version(scope), self.adapter.norm_state(scope)
-                yield self.env.timeout(stats.steps * self.step_s)
-                self.busy_s += stats.steps * self.step_s
+                compute_s = self.step_time(stats)
+                yield self.env.timeout(compute_s)
+                self.busy_s += compute_s
+                self.compute_s.append(compute_s)
                 newest = max(m.sent_s for m in messages)
                 published = self._published.get(scope)
                 if published is None or version > published[0]:
@@ -173,6 +179,7 @@ class Cloud:
                     version=version,
                     queue_s=started_s - messages[0].sent_s,  # of the first (scheduled) message
                     messages=len(messages),
+                    compute_s=compute_s,
                 )
             self.busy_workers -= 1
             self._record_queue()

@@ -1,4 +1,5 @@
-"""Hardware profiles of edge devices: how long a model takes on them, and what energy it costs.
+"""Hardware profiles: how long a model takes on an edge device (and the energy it costs), and how
+long a cloud adaptation step takes on a cloud machine.
 
 A profile turns the edge model's measured work (multiply-accumulates per image, counted by
 :func:`simulator.models.flops.count_macs`) into simulated compute time::
@@ -29,7 +30,16 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["PROFILES", "HardwareProfile", "WIFI_NJ_PER_BYTE", "LTE_NJ_PER_BYTE"]
+__all__ = [
+    "BACKWARD_FACTOR",
+    "CLOUD_PROFILES",
+    "CloudProfile",
+    "LTE_NJ_PER_BYTE",
+    "PROFILES",
+    "HardwareProfile",
+    "WIFI_NJ_PER_BYTE",
+    "step_macs",
+]
 
 #: Marginal radio energy (nJ per byte) from the Huang et al. 2012 power model: mW per Mbit/s
 #: equals nJ per bit, times 8.
@@ -99,5 +109,73 @@ PROFILES: dict[str, HardwareProfile] = {
         idle_w=0.5,
         radio_tx_nj_per_byte=LTE_NJ_PER_BYTE["tx"],
         radio_rx_nj_per_byte=LTE_NJ_PER_BYTE["rx"],
+    ),
+}
+
+
+# -- the cloud ----------------------------------------------------------------------------------
+
+
+class CloudProfile(BaseModel):
+    """One kind of cloud machine running adaptation steps: how long a step's counted work takes.
+
+    ``step_s = step_overhead_ms / 1000 + macs / (gmacs_per_s * 1e9)`` where ``macs`` is what the step
+    computes (:func:`step_macs`). ``gmacs_per_s`` is an *effective* fp32 rate for small CIFAR/ImageNet
+    CNN batches (peak x an efficiency), not the spec sheet's peak.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    gmacs_per_s: float = Field(gt=0, description="effective training/inference throughput, GMAC/s")
+    step_overhead_ms: float = Field(
+        3.0, ge=0, description="fixed cost per step (kernel launches, optimizer), ms"
+    )
+
+    def step_s(self, macs: float, steps: int) -> float:
+        """Simulated seconds of ``steps`` steps that together compute ``macs`` MACs."""
+        return steps * self.step_overhead_ms / 1000.0 + macs / (self.gmacs_per_s * 1e9)
+
+
+#: Backward passes here compute input gradients through frozen convolutions (only normalization
+#: affines train), about one forward's MACs; a training forward+backward is 2x the forward.
+BACKWARD_FACTOR = 1.0
+
+
+def step_macs(
+    teacher_macs: int,
+    edge_macs: int,
+    teacher_forward: int = 0,
+    teacher_backward: int = 0,
+    edge_forward: int = 0,
+    edge_backward: int = 0,
+) -> float:
+    """MACs of a cloud step from image counts: forwards, and backwards at :data:`BACKWARD_FACTOR`
+    of a forward, of the teacher and of the edge model (per-image MACs by ``count_macs``)."""
+    return teacher_macs * (teacher_forward + BACKWARD_FACTOR * teacher_backward) + edge_macs * (
+        edge_forward + BACKWARD_FACTOR * edge_backward
+    )
+
+
+# Anchor: fleetsim's own measurement on an H200 (benchmarks/gpu_check_h200.md): the ResNet-20
+# forward at large batches reached about 157,000 images/s, 6.5 TMAC/s, about 19 % of the H200's
+# 67 TFLOP/s fp32 peak; a forward at batch 1 took about 1.5 ms (launch-bound). The profiles below
+# take about that efficiency of each card's fp32 peak (spec sheets), and a few ms per step for the
+# launches of a ResNet's forward, backward and optimizer step.
+CLOUD_PROFILES: dict[str, CloudProfile] = {
+    "a100": CloudProfile(
+        description="NVIDIA A100 (19.5 TFLOP/s fp32 peak; ~20 % effective), the default",
+        gmacs_per_s=2000.0,
+        step_overhead_ms=3.0,
+    ),
+    "v100": CloudProfile(
+        description="NVIDIA V100 (15.7 TFLOP/s fp32 peak; ~20 % effective)",
+        gmacs_per_s=1600.0,
+        step_overhead_ms=4.0,
+    ),
+    "cpu_server": CloudProfile(
+        description="a 32-core AVX-512 server CPU (~2 TFLOP/s fp32 peak; ~15 % effective)",
+        gmacs_per_s=150.0,
+        step_overhead_ms=2.0,
     ),
 }
