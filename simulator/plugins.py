@@ -47,6 +47,8 @@ ENTRY_POINT_GROUP = "fleetsim.plugins"
 _imported: dict[str, ModuleType] = {}
 #: Entry points imported so far, by ``(distribution, value)``.
 _entry_points_done: set[tuple[str, str]] = set()
+#: Whether this process has imported every installed plug-in (the scan is not repeated).
+_scanned = False
 
 
 class PluginError(ValueError):
@@ -166,6 +168,9 @@ def load_entry_points() -> list[str]:
     """Import every installed plug-in (entry-point group ``fleetsim.plugins``) not yet imported in
     this process, after the built-ins; returns ``"<distribution>: <module>"`` for each one loaded
     now. Raises :class:`PluginError` naming the entry point and its distribution."""
+    global _scanned
+    if _scanned:
+        return []
     registries()  # the built-ins register first, as built in
     loaded = []
     for entry in sorted(
@@ -186,6 +191,7 @@ def load_entry_points() -> list[str]:
             ) from exc
         _entry_points_done.add(key)
         loaded.append(f"{dist}: {entry.value}")
+    _scanned = True
     return loaded
 
 
