@@ -377,7 +377,7 @@ def list_(
     registry = registries()[kind.value]
     table = Table(title=kind.value)
     table.add_column("name", no_wrap=True)
-    table.add_column("source")
+    table.add_column("source", overflow="fold")
     table.add_column("description")
     for name in registry.names():
         table.add_row(escape(name), escape(registry.source(name)), escape(registry.describe(name)))
