@@ -305,6 +305,7 @@ def test_the_example_packages_own_tests_pass(fresh_plugins, monkeypatch):
 def test_a_scenario_plugin_is_registered_in_fresh_process_pool_workers(tmp_path, fresh_plugins):
     plugin = _write(tmp_path / "first_half.py", FIRST_HALF)
     data = tiny_scenario_dict(plugins=[plugin.name], fleet={"devices": 1})
+    data["cloud"] = {"adapter": "none", "teacher": None}  # the policy is what matters here
     data["stream"].update(samples_per_device=64, segment_samples=32)
     data["dataset"]["size"] = 64
     path = _write(tmp_path / "s.yaml", yaml.safe_dump(data))
