@@ -814,13 +814,13 @@ class Scenario(Section):
 
     name: str = Field("scenario", description="scenario name (used for the default run folder)")
     description: str = Field("", description="free text")
+    seed: int = Field(0, ge=0, description="seeds every random draw of the run")
     plugins: list[str] = Field(
         default_factory=list,
         description="plug-ins to import before the scenario is validated: module names, or .py "
         "files relative to the scenario file (installed packages use the fleetsim.plugins entry "
         "point instead)",
     )
-    seed: int = Field(0, ge=0, description="seeds every random draw of the run")
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     fleet: FleetConfig = Field(default_factory=FleetConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)

@@ -4,7 +4,7 @@ and corruptions that live outside fleetsim.
 A plug-in is a Python module whose import registers its classes (``@UPLOAD_POLICIES.register``).
 Two ways in, both loaded before a scenario is validated, in every process that validates one (the
 command line, local sweep workers, dask workers: :func:`simulator.config.scenario_from_dict` calls
-:func:`load_plugins`):
+:func:`simulator.config.load_plugins_of`):
 
 - installed packages declare an entry point in the group ``fleetsim.plugins`` (its value names the
   module to import: ``my_policy = "my_policy"``);
@@ -24,6 +24,7 @@ import importlib.metadata
 import importlib.util
 import re
 import sys
+import threading
 import traceback
 from pathlib import Path
 from types import ModuleType
@@ -36,7 +37,6 @@ __all__ = [
     "import_plugin",
     "is_path",
     "load_entry_points",
-    "load_plugins",
     "registries",
 ]
 
@@ -49,6 +49,8 @@ _imported: dict[str, ModuleType] = {}
 _entry_points_done: set[tuple[str, str]] = set()
 #: Whether this process has imported every installed plug-in (the scan is not repeated).
 _scanned = False
+#: One import at a time: dask workers with threads validate scenarios side by side.
+_lock = threading.RLock()
 
 
 class PluginError(ValueError):
@@ -144,6 +146,11 @@ def import_plugin(spec: str, source: str | None = None) -> ModuleType:
     (<spec>)``). Raises :class:`PluginError` naming ``spec`` and the import error."""
     if not isinstance(spec, str) or not spec.strip():
         raise PluginError(repr(spec), "a plug-in is a module name or a .py file, as a string")
+    with _lock:
+        return _import_plugin(spec, source)
+
+
+def _import_plugin(spec: str, source: str | None) -> ModuleType:
     path = Path(spec).expanduser().resolve() if is_path(spec) else None
     key = str(path) if path is not None else spec
     if key in _imported:
@@ -168,6 +175,11 @@ def load_entry_points() -> list[str]:
     """Import every installed plug-in (entry-point group ``fleetsim.plugins``) not yet imported in
     this process, after the built-ins; returns ``"<distribution>: <module>"`` for each one loaded
     now. Raises :class:`PluginError` naming the entry point and its distribution."""
+    with _lock:
+        return _load_entry_points()
+
+
+def _load_entry_points() -> list[str]:
     global _scanned
     if _scanned:
         return []
@@ -193,10 +205,3 @@ def load_entry_points() -> list[str]:
         loaded.append(f"{dist}: {entry.value}")
     _scanned = True
     return loaded
-
-
-def load_plugins(specs: list[str] | None = None) -> None:
-    """The installed plug-ins, then each of ``specs`` (a scenario's ``plugins:``), once each."""
-    load_entry_points()
-    for spec in specs or []:
-        import_plugin(spec)
