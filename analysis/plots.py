@@ -1,13 +1,15 @@
 """Paper figures from tidy DataFrames (``analysis.load``); each function returns a Figure.
 
 One style for all (:func:`paper_style`): single-column width (3.4 in), 8 pt text, the Okabe-Ito
-colour-blind-safe palette with a fixed colour and marker per policy, units on every axis. Figures
+colour-blind-safe palette with the colour and marker each policy declares on its class (others by
+position among the colours none claims), units on every axis. Figures
 are saved as PDF + PNG with :func:`save`. The Agg backend is used, so nothing needs a display.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +22,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from analysis.methods import METHOD_ORDER  # noqa: E402
+from analysis.methods import series_styles  # noqa: E402
 from analysis.stats import t_interval  # noqa: E402
 
 COLUMN_WIDTH_IN = 3.4
@@ -35,18 +37,6 @@ OKABE_ITO = [
     "#000000",  # black
 ]
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
-POLICY_ORDER = ["none", "all", "random", "budget", "eata", "edgefm", "cema"]
-POLICY_STYLE = {
-    "none": ("#000000", "x"),
-    "all": ("#0072B2", "s"),
-    "random": ("#E69F00", "^"),
-    "cema": ("#D55E00", "o"),
-}
-POLICY_STYLE.update(  # method labels (analysis.methods.METHOD_LABELS) look like their policies
-    {"Source": POLICY_STYLE["none"], "Upload-all": POLICY_STYLE["all"]}
-    | {"Random": POLICY_STYLE["random"], "CEMA": POLICY_STYLE["cema"]}
-)
-
 # (axis label with unit, factor from the stored unit)
 QUANTITIES: dict[str, tuple[str, float]] = {
     "accuracy": ("accuracy (%)", 100.0),
@@ -105,20 +95,29 @@ def paper_style() -> Iterator[None]:
 
 
 def series_style(name: str, i: int) -> tuple[str, str]:
-    """Colour and marker of a series: fixed per known policy, else by position among the colours
-    that no known policy has (so BN adapt is never drawn in CEMA's colour)."""
-    if name in POLICY_STYLE:
-        return POLICY_STYLE[name]
-    fixed = {colour for colour, _ in POLICY_STYLE.values()}
-    free = [c for c in OKABE_ITO if c not in fixed]
+    """Colour and marker of a series: those its policy (or the plug-in naming its method) declares
+    (:func:`analysis.methods.series_styles`), else by position among the colours that no plug-in
+    claims (so BN adapt is never drawn in CEMA's colour)."""
+    styles = series_styles()
+    style = styles.get(name)
+    if style is not None and style["colour"] is not None:
+        return style["colour"], style["marker"] or MARKERS[i % len(MARKERS)]
+    claimed = {s["colour"] for s in styles.values()}
+    free = [c for c in OKABE_ITO if c not in claimed] or OKABE_ITO
     return free[i % len(free)], MARKERS[i % len(MARKERS)]
 
 
 def _ordered(values: pd.Series) -> list:
-    """Series names in plotting order: known policies, then known method labels, then by text."""
+    """Series names in plotting order: by the rank their plug-in declares (policies by name,
+    methods by label), then the others by text."""
     seen = list(dict.fromkeys(values.dropna().tolist()))
-    rank = {p: i for i, p in enumerate([*POLICY_ORDER, *METHOD_ORDER])}
-    return sorted(seen, key=lambda v: (rank.get(v, len(rank)), str(v)))
+    styles = series_styles()
+
+    def rank(value: object) -> float:
+        style = styles.get(value) if isinstance(value, str) else None
+        return math.inf if style is None else style["rank"]
+
+    return sorted(seen, key=lambda v: (rank(v), str(v)))
 
 
 def _figure(height_in: float = 2.4, rows: int = 1, sharex: bool = False) -> tuple[Figure, list]:

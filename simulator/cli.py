@@ -346,25 +346,52 @@ class ListKind(str, Enum):
 
 
 @app.command("list")
-def list_(kind: Annotated[ListKind, typer.Argument(help="What to list.")]) -> None:
+def list_(
+    kind: Annotated[ListKind, typer.Argument(help="What to list.")],
+    scenario: Annotated[
+        Path | None,
+        typer.Option(help="Also list what this scenario's plugins: (modules, .py files) register."),
+    ] = None,
+    plugins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugins",
+            help="Also list what this plug-in (module or .py file) registers. Repeatable.",
+        ),
+    ] = None,
+) -> None:
     """List the registered upload policies, adapters, datasets, models, corruptions, hardware
     profiles (edge.profile), routing policies (routing.name), model selection (selection.name) or
-    the shipped network traces and RTT sets (network.uplink_trace, network.latency.samples)."""
+    the shipped network traces and RTT sets (network.uplink_trace, network.latency.samples), each
+    plug-in with where it comes from: built in, an installed package's entry point, or a plug-in."""
+    from simulator.config import ScenarioError, load_plugins_of, read_scenario_yaml
+    from simulator.plugins import PluginError, import_plugin, load_entry_points, registries
+
+    try:
+        load_entry_points()
+        if scenario is not None:
+            load_plugins_of(read_scenario_yaml(scenario), str(scenario))
+        for spec in plugins or []:
+            import_plugin(spec)
+    except (PluginError, ScenarioError) as exc:
+        _fail(exc)
     if kind is ListKind.profiles:
         _list_profiles()
         return
     if kind is ListKind.traces:
         _list_traces()
         return
-    registry = _registry(kind)
+    registry = registries()[kind.value]
     table = Table(title=kind.value)
-    table.add_column("name")
+    table.add_column("name", no_wrap=True)
+    table.add_column("source", overflow="fold")
     table.add_column("description")
     for name in registry.names():
-        table.add_row(name, registry.describe(name))
+        table.add_row(escape(name), escape(registry.source(name)), escape(registry.describe(name)))
     if kind is ListKind.models:
         table.add_row(
             "timm:<name>",
+            "timm",
             "any timm model by name: random init (optional checkpoint), or timm's published "
             "weights with edge.pretrained / cloud.teacher_pretrained (local file or cache)",
         )
@@ -412,36 +439,6 @@ def _list_traces() -> None:
             mean, size, kind = f"{rtts.mean():.1f} ms RTT", f"{len(rtts)} RTTs", "RTT set"
         table.add_row(name, kind, item.radio, item.mobility, mean, size, item.description)
     console.print(table)
-
-
-def _registry(kind: ListKind):
-    if kind is ListKind.routing:
-        from policies.routing import ROUTING_POLICIES
-
-        return ROUTING_POLICIES
-    if kind is ListKind.selection:
-        from policies.selection import SELECTION_POLICIES
-
-        return SELECTION_POLICIES
-    if kind is ListKind.policies:
-        from policies.upload import UPLOAD_POLICIES
-
-        return UPLOAD_POLICIES
-    if kind is ListKind.adapters:
-        from simulator.adaptation import ADAPTERS
-
-        return ADAPTERS
-    if kind is ListKind.datasets:
-        from simulator.data.datasets import DATASETS
-
-        return DATASETS
-    if kind is ListKind.models:
-        from simulator.models.zoo import MODELS
-
-        return MODELS
-    from simulator.data.corruptions import CORRUPTIONS
-
-    return CORRUPTIONS
 
 
 class TraceFormatChoice(str, Enum):
@@ -744,7 +741,6 @@ def sweep(
     here leaves the YAML's axes, and --set of a swept key is refused. --jobs 1 runs with all
     torch threads, --jobs 2+ with one per run; the last digits of the numbers depend on it, so
     resume with the --jobs the sweep started with."""
-    from simulator.config import ScenarioError
     from simulator.engine import OutputError, check_writable
     from simulator.sweep import SweepSpec, parse_values, plan_sweep, run_sweep
 
@@ -757,7 +753,7 @@ def sweep(
             seeds=seeds,
         )
         plan = plan_sweep(scenario, overrides, spec)
-    except ScenarioError as exc:
+    except ValueError as exc:  # a ScenarioError, or an installed plug-in that fails to load
         _fail(exc)
     if scheduler is None:  # the runs compute here (a remote scheduler's workers check their own)
         _device(device)

@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 from simulator.hardware import CLOUD_PROFILES, CloudProfile, HardwareProfile
+from simulator.plugins import PluginError, import_plugin, is_path, load_entry_points
 from simulator.registry import Registry
 from simulator.traces.readers import TraceFormat
 
@@ -898,6 +899,12 @@ class Scenario(Section):
     name: str = Field("scenario", description="scenario name (used for the default run folder)")
     description: str = Field("", description="free text")
     seed: int = Field(0, ge=0, description="seeds every random draw of the run")
+    plugins: list[str] = Field(
+        default_factory=list,
+        description="plug-ins to import before the scenario is validated: module names, or .py "
+        "files relative to the scenario file (installed packages use the fleetsim.plugins entry "
+        "point instead)",
+    )
     dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     fleet: FleetConfig = Field(default_factory=FleetConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)
@@ -921,6 +928,8 @@ class Scenario(Section):
     def resolved(self) -> dict[str, Any]:
         """Plain dict of every value in force (defaults filled), as written to config.yaml."""
         data = self.model_dump(mode="json")
+        if not data["plugins"]:  # runs without plug-ins keep the config (and hash) they had
+            del data["plugins"]
         for section in plugin_sections():
             data[section] = getattr(self, section).resolved()
         return data
@@ -1029,6 +1038,7 @@ def scenario_from_dict(
         raise ScenarioError([Problem("", data, "a scenario must be a YAML mapping")], source)
     # A ``sweep:`` section describes many runs (fleetsim sweep); a single run ignores it.
     data = apply_overrides({k: v for k, v in data.items() if k != "sweep"}, overrides or [])
+    load_plugins_of(data, source)
     plugins, problems = _validate_plugins(data)
     try:
         scenario = Scenario.model_validate(data)
@@ -1041,6 +1051,30 @@ def scenario_from_dict(
     for section, params in plugins.items():
         getattr(scenario, section).adopt_plugins(params)
     return scenario
+
+
+def load_plugins_of(data: dict[str, Any], source: str = "") -> None:
+    """Import the installed plug-ins, then those a raw scenario lists in ``plugins`` (module names
+    or .py files, relative to the working directory), so that validation finds what they register.
+
+    Raises :class:`~simulator.plugins.PluginError` for an installed plug-in that fails, and
+    :class:`ScenarioError` naming each listed one that fails (``plugins.0 = 'x.py': ...``).
+    """
+    load_entry_points()
+    specs = data.get("plugins")
+    if specs is None:
+        return
+    if not isinstance(specs, list):
+        message = "must be a list of module names or .py files (relative to the scenario file)"
+        raise ScenarioError([Problem("plugins", specs, message)], source)
+    problems = []
+    for i, spec in enumerate(specs):
+        try:
+            import_plugin(spec)
+        except PluginError as exc:
+            problems.append(Problem(f"plugins.{i}", spec, f"failed to load: {exc.reason}"))
+    if problems:
+        raise ScenarioError(problems, source)
 
 
 def _routing_problems(scenario: Scenario) -> list[Problem]:
@@ -1188,6 +1222,8 @@ def read_scenario_yaml(path: str | Path) -> dict[str, Any]:
         raise ScenarioError([Problem("", data, "a scenario must be a YAML mapping")], str(path))
     data.setdefault("name", path.stem)
     _rebase_paths(data, path.parent)
+    if isinstance(data.get("plugins"), list):
+        data["plugins"] = [_plugin_path(spec, path.parent) for spec in data["plugins"]]
     return data
 
 
@@ -1214,6 +1250,18 @@ def rebase_path(value: Any, folder: Path) -> Any:
     if Path(value).exists() or not (folder / value).exists():
         return value
     found = (folder / value).resolve()
+    try:
+        return str(found.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(found)
+
+
+def _plugin_path(spec: Any, folder: Path) -> Any:
+    """A relative ``plugins:`` file taken from ``folder`` (the scenario file's), relative to the
+    working directory when below it, else absolute; module names and anything else as they are."""
+    if not isinstance(spec, str) or not is_path(spec) or Path(spec).expanduser().is_absolute():
+        return spec
+    found = (folder / spec).resolve()
     try:
         return str(found.relative_to(Path.cwd().resolve()))
     except ValueError:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from analysis.methods import METHOD_ORDER, method_key, method_label, method_rank
+from analysis.methods import method_key, method_label, method_order, method_rank, series_styles
+from analysis.plots import _ordered, series_style
 from analysis.stats import paired_t_p_value, t_interval
 
 
@@ -30,9 +32,50 @@ def test_other_methods_are_their_key_plus_the_inner_policy_their_section_names()
 
 
 def test_labels_rank_in_the_table_order_with_suffixes_and_others_last():
-    assert [method_rank(label) for label in METHOD_ORDER] == list(range(len(METHOD_ORDER)))
-    assert method_rank("CEMA (w/o replay)") == METHOD_ORDER.index("CEMA")
-    assert method_rank("cema/budget (random)") == len(METHOD_ORDER)
+    order = method_order()
+    assert order == ("Source", "BN adapt", "Tent", "EATA", "Upload-all", "Random", "CEMA")
+    assert [method_rank(label) for label in order] == list(range(len(order)))
+    assert method_rank("CEMA (w/o replay)") == order.index("CEMA")
+    assert method_rank("cema/budget (random)") == len(order)
+
+
+def test_every_built_in_method_name_comes_from_its_plugin_class():
+    pairs = {
+        ("none", "none"): "Source",
+        ("bn_stats", "none"): "BN adapt",
+        ("tent", "all"): "Tent",
+        ("eata", "eata"): "EATA",
+        ("cema", "all"): "Upload-all",
+        ("cema", "random"): "Random",
+        ("cema", "cema"): "CEMA",
+    }
+    assert {pair: method_label(*pair) for pair in pairs} == pairs
+    assert method_label("eata", "all") == "eata/all"  # not Tent's name: styles are not inherited
+
+
+def test_policies_and_their_methods_share_the_colour_and_marker_their_class_declares():
+    fixed = {
+        "none": ("#000000", "x"),
+        "all": ("#0072B2", "s"),
+        "random": ("#E69F00", "^"),
+        "cema": ("#D55E00", "o"),
+    }
+    for name, style in fixed.items():
+        assert series_style(name, 5) == style
+    for label, policy in (("Source", "none"), ("Upload-all", "all"), ("CEMA", "cema")):
+        assert series_style(label, 3) == fixed[policy]
+    others = {series_style(label, i)[0] for i, label in enumerate(("BN adapt", "Tent", "EATA"))}
+    assert not others & {colour for colour, _ in fixed.values()}
+    assert series_styles()["edgefm"]["rank"] < series_styles()["cema"]["rank"]
+
+
+def test_series_are_ordered_policies_by_rank_methods_by_rank_others_by_text():
+    policies = ["cema", "zeta", "uncertain", "eata", "budget", "random", "all", "none"]
+    assert _ordered(pd.Series(policies)) == [
+        "none", "all", "random", "budget", "eata", "cema", "uncertain", "zeta",
+    ]  # fmt: skip
+    labels = ["CEMA", "x/y", "Tent", "Source", "EATA", "Upload-all", "BN adapt", "Random"]
+    assert _ordered(pd.Series(labels)) == [*method_order(), "x/y"]
 
 
 def test_paired_t_test_of_three_differences():

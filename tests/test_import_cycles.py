@@ -10,7 +10,14 @@ from tests.conftest import REPO
 
 PACKAGES = ("simulator", "policies", "analysis")
 #: Modules that must lie on no cycle (every module of these prefixes).
-CHECKED = ("policies", "simulator.adaptation", "simulator.config", "simulator.registry", "analysis")
+CHECKED = (
+    "policies",
+    "simulator.adaptation",
+    "simulator.config",
+    "simulator.plugins",
+    "simulator.registry",
+    "analysis",
+)
 
 
 def module_files() -> dict[str, Path]:

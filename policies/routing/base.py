@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from simulator.registry import Registry
+from simulator.registry import Registry, Styled
 
 #: Per-sample route codes written to ``last_routes`` (the ``route`` column of sample events).
 EDGE = "edge"  # answered on the device: confident enough (or the policy never offloads)
@@ -57,7 +57,7 @@ def margin_uncertainty(probs: torch.Tensor) -> torch.Tensor:
     return 1.0 - (top[:, 0] - top[:, 1])
 
 
-class RoutingPolicy(ABC):
+class RoutingPolicy(Styled, ABC):
     """Base of all routing policies (registered in ``ROUTING_POLICIES``).
 
     ``route`` returns a bool mask (True = offload to the cloud) and sets ``last_routes`` (one code

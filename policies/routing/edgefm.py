@@ -118,6 +118,8 @@ class Ewma:
 class EdgeFMRouting(RoutingPolicy):
     """Offload samples with u = 1-(p1-p2) above a threshold set from the delay EWMA and the SLO."""
 
+    rank = 8
+
     offloads = True
 
     class Config(OffloadConfig):

@@ -20,7 +20,7 @@ from typing import ClassVar
 
 from pydantic import BaseModel
 
-from simulator.registry import Registry
+from simulator.registry import Registry, Styled
 
 #: Why a device runs a different model than before (the ``reason`` of a ``switch`` event).
 INITIAL = "initial"  # the first choice of the run
@@ -45,7 +45,7 @@ class Decision:
     fits: bool
 
 
-class SelectionPolicy(ABC):
+class SelectionPolicy(Styled, ABC):
     """Base of all selection policies (registered in ``SELECTION_POLICIES``)."""
 
     Config: ClassVar[type[BaseModel]]

@@ -13,6 +13,9 @@ from policies.upload.base import UPLOAD_POLICIES, UPLOADED, UploadPolicy, check_
 class UploadAll(UploadPolicy):
     """Upload every sample (upper reference on accuracy and on communication cost)."""
 
+    method_names = {"cema": "Upload-all"}  # with the adapter cema
+    colour, marker, rank = "#0072B2", "s", 4
+
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid")
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel
 
-from simulator.registry import Registry
+from simulator.registry import Registry, Styled
 
 #: Per-sample reason codes written to ``last_reasons`` (for the event log).
 UPLOADED = "uploaded"
@@ -30,7 +30,7 @@ REASONS = (UPLOADED, UNRELIABLE, LOW_INFO, REDUNDANT, NOT_SAMPLED, DISABLED, OVE
 UPLOAD_POLICIES: Registry = Registry("upload policy")
 
 
-class UploadPolicy(ABC):
+class UploadPolicy(Styled, ABC):
     """Base of all upload policies (registered in ``UPLOAD_POLICIES``).
 
     ``select`` returns a bool mask (True = upload) and sets ``last_reasons``, one code of

@@ -24,6 +24,8 @@ from policies.upload.base import OVER_BUDGET, UPLOAD_POLICIES, UPLOADED, UploadP
 class BudgetUpload(UploadPolicy):
     """Token bucket on the available uplink rate around an inner policy (see module docstring)."""
 
+    rank = 6
+
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid")
 

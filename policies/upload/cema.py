@@ -52,6 +52,9 @@ from policies.upload.base import (
 class CemaUpload(UploadPolicy):
     """CEMA entropy band: drop unreliable (dynamic E_max), low-informative and redundant samples."""
 
+    method_names = {"cema": "CEMA"}
+    colour, marker, rank = "#D55E00", "o", 9
+
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

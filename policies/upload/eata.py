@@ -35,6 +35,8 @@ from simulator.adaptation.eata import eata_filter
 class EataUpload(UploadPolicy):
     """EATA filter: upload reliable (H < E_0), non-redundant samples (cosine to a moving average)."""
 
+    rank = 7
+
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid")
 

@@ -13,6 +13,9 @@ from policies.upload.base import DISABLED, UPLOAD_POLICIES, UploadPolicy, check_
 class NoUpload(UploadPolicy):
     """Upload nothing: every sample stays on the device."""
 
+    method_names = {"none": "Source"}  # with the adapter none
+    colour, marker, rank = "#000000", "x", 0
+
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid")
 

@@ -19,6 +19,9 @@ from policies.upload.base import (
 class RandomUpload(UploadPolicy):
     """Upload each sample independently with probability p (Bernoulli, from the device's rng)."""
 
+    method_names = {"cema": "Random"}
+    colour, marker, rank = "#E69F00", "^", 5
+
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid")
 

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from torch import nn
 
 from simulator.models.norm import get_norm_state
-from simulator.registry import Registry
+from simulator.registry import Registry, Styled
 
 EdgeNorm = Literal["eval", "batch"]
 
@@ -89,7 +89,7 @@ class AdaptStats:
     edge_backward: int = 0
 
 
-class CloudAdapter(ABC):
+class CloudAdapter(Styled, ABC):
     """Base of all cloud adaptation algorithms (registered in ``ADAPTERS``).
 
     ``edge_norm`` tells the edge how to normalise: ``"eval"`` uses the downloaded running

@@ -13,4 +13,7 @@ from simulator.adaptation.none import SourceAdapter
 class BatchStatsAdapter(SourceAdapter):
     """BN adaptation: the edge uses each test batch's statistics; no cloud work, no downloads."""
 
+    method_names = {"none": "BN adapt"}  # with the upload policy none
+    rank = 1
+
     edge_norm = "batch"

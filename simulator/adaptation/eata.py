@@ -131,6 +131,9 @@ class EataScope(EntropyScope):
 class EataAdapter(EntropyAdapter):
     """EATA: entropy-weighted steps on reliable, non-redundant uploads, Fisher-anchored."""
 
+    method_names = {"eata": "EATA"}
+    rank = 3
+
     class Config(EntropyAdapter.Config):
         model_config = ConfigDict(extra="forbid")
 

@@ -212,6 +212,9 @@ def _parameter_names(model: nn.Module, params: list[nn.Parameter]) -> list[str]:
 class TentAdapter(EntropyAdapter):
     """Tent: one entropy-minimisation step on the edge BN affine per cloud batch, no teacher."""
 
+    method_names = {"all": "Tent"}
+    rank = 2
+
     class Config(EntropyAdapter.Config):
         model_config = ConfigDict(extra="forbid")
 

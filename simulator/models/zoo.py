@@ -356,6 +356,8 @@ def create_model(
 
         net = timm.create_model(name[len(TIMM_PREFIX) :], pretrained=False, num_classes=num_classes)
         model = NormalizedModel(net, IMAGENET_MEAN, IMAGENET_STD)
+    elif name not in _CARDS:  # a plug-in's architecture: random init, or ``checkpoint``
+        model = _plugin_model(name, num_classes)
     else:
         card = _CARDS[name]
         model = NormalizedModel(MODELS.create(name, num_classes), card.mean, card.std)
@@ -371,16 +373,31 @@ def create_model(
     return model.eval()
 
 
+def _plugin_model(name: str, num_classes: int) -> NormalizedModel:
+    """A model a plug-in registered without a card: ``MODELS.register("my_net")`` on an
+    ``nn.Module`` class (or function) taking ``num_classes``; the input normalisation is its
+    ``mean`` and ``std`` attributes (ImageNet's by default)."""
+    build = MODELS.get(name)
+    mean = tuple(getattr(build, "mean", IMAGENET_MEAN))
+    std = tuple(getattr(build, "std", IMAGENET_STD))
+    return NormalizedModel(build(num_classes), mean, std)
+
+
 def trained_on(name: str) -> str | None:
-    """The dataset a zoo model's weights were trained on (None for timm and unknown names)."""
+    """The dataset a zoo model's weights were trained on (None for timm and unknown names; a
+    plug-in's ``dataset`` attribute)."""
     card = _CARDS.get(name)
-    return None if card is None else card.dataset
+    if card is None:
+        return getattr(MODELS.get(name), "dataset", None) if name in MODELS else None
+    return card.dataset
 
 
 def weights_status(name: str) -> str:
     """Where a zoo model's weights are on this machine, in a few words: ``shipped``, ``found in
     DIR``, ``missing: COMMAND`` (built locally), or ``downloaded on first use``."""
     card = _CARDS.get(name)
+    if card is None and name in MODELS:
+        return "none (a plug-in's model: random init, or a checkpoint)"
     if card is None or card.weights_file is None:
         return "none (timm: checkpoint or pretrained)"
     if card.build_command is not None:
@@ -411,6 +428,16 @@ def model_info(name: str) -> dict:
             "description": f"timm architecture {name[len(TIMM_PREFIX) :]!r}, random init",
             "weights": "none (pass checkpoint=), or timm's published weights with pretrained: "
             "true (local file, Hugging Face / torch hub cache, else downloaded)",
+        }
+    if name not in _CARDS:  # a plug-in's architecture
+        net = _plugin_model(name, 10).net
+        return {
+            "name": name,
+            "dataset": trained_on(name) or "any",
+            "params": sum(p.numel() for p in net.parameters()),
+            "size_bytes": model_nbytes(net),
+            "description": MODELS.describe(name),
+            "weights": f"none (random init; pass a checkpoint), from {MODELS.source(name)}",
         }
     card = _CARDS[name]
     net = MODELS.create(name, 10)
