@@ -56,6 +56,15 @@ for COND in "${CONDITIONS[@]}"; do
     esac
     OUT=runs/cifar10c_fleet/$COND
     if [ "$STAGE" = all ]; then
+        # 0. resume from the record: its runs (summary.json + run.json with the config hash)
+        #    count as finished, so a fresh clone continues where the committed study stopped
+        for SRC in "$RECORD/$COND" "$RECORD/${COND}_random"; do
+            [ -d "$SRC" ] || continue
+            DST=runs/cifar10c_fleet/$(basename "$SRC")
+            for run in "$SRC"/*/; do
+                [ -d "$DST/$(basename "$run")" ] || { mkdir -p "$DST"; cp -r "$run" "$DST/"; }
+            done
+        done
         # 1. every method at every budget
         "$FS" sweep "$SCENARIO" --out "$OUT" --set stream.stagger=$STAGGER --jobs "$JOBS" --no-progress
         # 2. random upload at the bytes CEMA sent at each budget
