@@ -274,8 +274,9 @@ class DatasetConfig(Section):
     variant: str = Field(
         "auto",
         description="cifar10: auto, standard (pickles), exact_prefix (bit-exact prefix), jpeg "
-        "(JPEG-derived) or embedded (512 bit-exact test images shipped in the package); imagefolder: auto, or <corruption>/<severity> to read that ImageNet-C "
-        "domain folder under root as the dataset",
+        "(JPEG-derived) or embedded (512 bit-exact test images shipped in the package); "
+        "imagefolder: auto, or <corruption>/<severity> to read that ImageNet-C domain folder "
+        "under root as the dataset",
     )
     size: int | None = Field(None, gt=0, description="keep (or generate) only this many images")
     cache: bool = Field(

@@ -3,7 +3,6 @@ test sample and the akamaster ResNet-20 weights, found without ../shared, the ca
 
 import fnmatch
 import hashlib
-import tomllib
 import urllib.request
 from pathlib import Path
 
@@ -134,6 +133,7 @@ def test_quickstart_data_and_models_resolve_offline(offline):
 
 
 def test_a_wheel_carries_the_embedded_files():
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from 3.11")
     package_data = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"
     ]
