@@ -310,7 +310,8 @@ def _embedded_cifar10(split: str, root: str | Path | None, size: int | None) -> 
     if root is not None:
         raise DatasetError(
             "cifar10 variant 'embedded' reads the file shipped in the package; dataset.root "
-            f"({root}) does not apply: drop it, or choose variant auto, standard, exact_prefix or jpeg"
+            f"({root}) does not apply: drop it, or choose variant auto, standard, exact_prefix "
+            "or jpeg"
         )
     if size is not None and size > EMBEDDED_CIFAR10_SIZE:
         raise DatasetError(
