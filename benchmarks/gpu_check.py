@@ -12,7 +12,7 @@ also installs what that machine lacks; every section prints Markdown (collected 
    float rounding's reach).
 3. ``throughput``: benchmarks/speed_bench.py's table 1 on the GPU (executor vs limit vs naive).
 4. ``curve``: the plain ResNet-20 forward pass on the GPU at 1 to 8,192 rows (images/s).
-5. ``quickstart``: scenarios/quickstart.yaml on the GPU and on the CPU (wall time, accuracy).
+5. ``quickstart``: scenarios/synthetic_quickstart.yaml on the GPU and on the CPU (wall time, accuracy).
 6. ``rows``: table 1 again at 128 and 1,024 rows per pass (for ``DEFAULT_MAX_ROWS``).
 7. ``frames``: table 1b, devices classifying one frame at a time (edge batches of 1).
 
@@ -302,7 +302,7 @@ def quickstart(device: torch.device, samples: int | None) -> None:
     from simulator.engine import run_scenario
 
     overrides = [] if samples is None else [f"stream.samples_per_device={samples}"]
-    scenario = load_scenario(ROOT / "scenarios" / "quickstart.yaml", overrides)
+    scenario = load_scenario(ROOT / "scenarios" / "synthetic_quickstart.yaml", overrides)
     say("## Quickstart on the device and on the CPU\n")
     say(f"CPU threads: {torch.get_num_threads()}.\n")
     say("| device | accuracy | uploads | wall s | loop s |")

@@ -6,7 +6,7 @@ Not a test (pytest never collects ``benchmarks/``). Prints Markdown tables for b
     PYTHONPATH=. .venv/bin/python benchmarks/speed_bench.py limits       # eager vs row model vs TorchScript
     PYTHONPATH=. .venv/bin/python benchmarks/speed_bench.py kernels      # norm and ReLU kernels
     PYTHONPATH=. .venv/bin/python benchmarks/speed_bench.py growth       # wall time, memory vs size
-    PYTHONPATH=. .venv/bin/python benchmarks/speed_bench.py profile      # where a quickstart run goes
+    PYTHONPATH=. .venv/bin/python benchmarks/speed_bench.py profile      # where a (synthetic) quickstart run goes
 
 Every figure is measured in the process that prints it, on CIFAR-10 test images from ``--data``
 (default ../shared/data/cifar10) with the pretrained ResNet-20, corrupted sets read from the disk
@@ -315,7 +315,7 @@ def profile(args: argparse.Namespace) -> None:
     from simulator.config import load_scenario
     from simulator.engine import run_scenario, write_run
 
-    scenario = load_scenario(ROOT / "scenarios" / "quickstart.yaml")
+    scenario = load_scenario(ROOT / "scenarios" / "synthetic_quickstart.yaml")
     profiler = cProfile.Profile()
     start = time.perf_counter()
     profiler.enable()

@@ -259,7 +259,7 @@ def per_device_value(value: float | list[float], device: int) -> float:
 
 _DATASET_VARIANTS = {
     "synthetic": ("auto", "standard"),
-    "cifar10": ("auto", "standard", "exact_prefix", "jpeg"),
+    "cifar10": ("auto", "standard", "exact_prefix", "jpeg", "embedded"),
 }
 
 
@@ -275,9 +275,10 @@ class DatasetConfig(Section):
     split: Split = Field("test", description="which split the streams draw from")
     variant: str = Field(
         "auto",
-        description="cifar10: auto, standard (pickles), exact_prefix (bit-exact prefix) or jpeg "
-        "(JPEG-derived); imagefolder: auto, or <corruption>/<severity> to read that ImageNet-C "
-        "domain folder under root as the dataset",
+        description="cifar10: auto, standard (pickles), exact_prefix (bit-exact prefix), jpeg "
+        "(JPEG-derived) or embedded (512 bit-exact test images shipped in the package); "
+        "imagefolder: auto, or <corruption>/<severity> to read that ImageNet-C domain folder "
+        "under root as the dataset",
     )
     size: int | None = Field(None, gt=0, description="keep (or generate) only this many images")
     cache: bool = Field(

@@ -136,9 +136,10 @@ def test_list_shows_every_registered_name(kind, expected):
         assert name in result.output
 
 
-def test_quickstart_scenario_is_valid():
+@pytest.mark.parametrize("name", ["quickstart", "synthetic_quickstart"])
+def test_quickstart_scenarios_are_valid(name):
     repo = Path(__file__).resolve().parents[1]
-    result = runner.invoke(app, ["validate", str(repo / "scenarios" / "quickstart.yaml")])
+    result = runner.invoke(app, ["validate", str(repo / "scenarios" / f"{name}.yaml")])
     assert result.exit_code == 0, result.output
 
 

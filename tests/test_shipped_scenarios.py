@@ -10,7 +10,12 @@ SCENARIOS = sorted((Path(__file__).resolve().parents[1] / "scenarios").glob("*.y
 
 
 def test_the_project_ships_scenarios():
-    assert {p.stem for p in SCENARIOS} >= {"quickstart", "bandwidth_sweep", "fleet_scale"}
+    assert {p.stem for p in SCENARIOS} >= {
+        "quickstart",
+        "synthetic_quickstart",
+        "bandwidth_sweep",
+        "fleet_scale",
+    }
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)

@@ -42,7 +42,7 @@ def cloud_layout(images: torch.Tensor) -> torch.Tensor:
     """Images in the memory layout of the cloud's models (channels-last for 4-D batches).
 
     Channels-last weights and inputs ran CEMA's cloud step 1.36x faster than contiguous ones on
-    one CPU thread, and the whole quickstart about 1.15x (benchmarks/speed.md, section 3); any
+    one CPU thread, and the whole synthetic quickstart about 1.15x (benchmarks/speed.md, section 3); any
     other shape is returned as is.
     """
     return images.contiguous(memory_format=torch.channels_last) if images.ndim == 4 else images

@@ -6,6 +6,8 @@
   pixelation and JPEG corruptions hurt a clean-trained model the way they do on CIFAR-10-C.
 - ``cifar10``: the standard ``cifar-10-batches-py`` pickles (Krizhevsky 2009), or the JPEG-derived
   npz files of the project's shared data folder; downloads the official tarball where a network exists.
+  Variant ``embedded``: the first 512 test images, bit-exact, shipped in the package
+  (``simulator/data/embedded``, see its ``SOURCE.md``), so the quickstart needs neither.
 - ``imagefolder``: ImageNet-style class folders; :class:`CorruptedFolder` serves the pre-corrupted
   copies of its images from an ImageNet-C tree (Hendrycks & Dietterich 2019) per stream domain.
 """
@@ -36,6 +38,7 @@ __all__ = [
     "DatasetError",
     "ImageDataset",
     "create_dataset",
+    "embedded_cifar10_path",
     "make_synthetic",
 ]
 
@@ -284,13 +287,52 @@ CIFAR10_CLASSES = [
 ]
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
-CIFAR10_VARIANTS = ("auto", "standard", "exact_prefix", "jpeg")
+CIFAR10_VARIANTS = ("auto", "standard", "exact_prefix", "jpeg", "embedded")
+EMBEDDED_CIFAR10_FILE = "cifar10_test_exact_512.npz"
+EMBEDDED_CIFAR10_SIZE = 512
 _PICKLE_DIR = "cifar-10-batches-py"
 _NPZ_FILES = {
     ("test", "exact_prefix"): "test_exact_prefix.npz",
     ("test", "jpeg"): "test_jpeg.npz",
     ("train", "jpeg"): "train_jpeg_bytes.npz",
 }
+
+
+def embedded_cifar10_path() -> Path:
+    """The CIFAR-10 test sample shipped in the package: test images 0..511, bit-exact
+    (``simulator/data/embedded/SOURCE.md``; Krizhevsky 2009)."""
+    return Path(__file__).resolve().parent / "embedded" / EMBEDDED_CIFAR10_FILE
+
+
+def _embedded_cifar10(split: str, root: str | Path | None, size: int | None) -> ImageDataset:
+    if split != "test":
+        raise DatasetError("cifar10 variant 'embedded' exists only for split 'test'")
+    if root is not None:
+        raise DatasetError(
+            "cifar10 variant 'embedded' reads the file shipped in the package; dataset.root "
+            f"({root}) does not apply: drop it, or choose variant auto, standard, exact_prefix "
+            "or jpeg"
+        )
+    if size is not None and size > EMBEDDED_CIFAR10_SIZE:
+        raise DatasetError(
+            f"cifar10 variant 'embedded' has {EMBEDDED_CIFAR10_SIZE} images; size {size} is more "
+            "(allowed: 1 to 512, or null for all)"
+        )
+    path = embedded_cifar10_path()
+    if not path.is_file():
+        raise DatasetError(
+            f"the embedded CIFAR-10 sample {path} is missing from this installation; reinstall "
+            "fleetsim (it ships as package data)"
+        )
+    images, labels = _read_npz(path, size)
+    return ImageDataset(
+        name="cifar10",
+        images=np.ascontiguousarray(images),
+        labels=np.ascontiguousarray(labels),
+        class_names=list(CIFAR10_CLASSES),
+        source=f"{path} (embedded: bit-exact CIFAR-10 test images 0..{len(labels) - 1}, "
+        "Krizhevsky 2009)",
+    )
 
 
 def default_cifar10_cache() -> Path:
@@ -429,6 +471,8 @@ def cifar10_dataset(
         )
     if variant == "exact_prefix" and split == "train":
         raise DatasetError("cifar10 variant 'exact_prefix' exists only for split 'test'")
+    if variant == "embedded":
+        return _embedded_cifar10(split, root, size)
     roots = cifar10_roots(root)
     found = _locate_cifar10(roots, split, variant)
     if found is None and variant in ("auto", "standard"):
@@ -439,7 +483,8 @@ def cifar10_dataset(
         searched = ", ".join(str(p) for p in roots)
         raise DatasetError(
             f"cifar10 variant {variant!r} ({split}) not found in: {searched}. Place the files "
-            "there, set FLEETSIM_CIFAR10, or set the scenario key dataset.root."
+            "there, set FLEETSIM_CIFAR10, or set the scenario key dataset.root (variant "
+            "'embedded' needs no files: 512 bit-exact test images ship with fleetsim)."
         )
     kind, path = found
     if kind == "standard":

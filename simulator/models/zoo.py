@@ -6,6 +6,8 @@ are registered in ``MODELS``; where the weights come from is kept apart in each 
 
 - ``resnet20/32/44/56``: CIFAR-10 ResNets of He et al. 2016 with the akamaster/pytorch_resnet_cifar10
   weights (BSD-2-Clause), ImageNet mean/std normalisation as in their training code.
+  ``resnet20``'s file ships in ``simulator/models/weights`` (unchanged, with the licence in
+  ``LICENSE-akamaster.txt``); the others are read from local folders or downloaded.
 - ``synthetic_edge`` / ``synthetic_teacher``: trained on the ``synthetic`` dataset by
   ``simulator.models.train.build_zoo``; weights ship in ``simulator/models/weights``.
 - ``timm:<name>[.<tag>]``: any timm architecture, random init plus an optional local checkpoint,
@@ -259,6 +261,15 @@ def _search_dirs() -> list[Path]:
     return list(dict.fromkeys(dirs))
 
 
+def _with_package_dir(dirs: list[Path]) -> list[Path]:
+    """``dirs`` with the package's weights folder after ``$FLEETSIM_MODELS`` (which stays first,
+    so a user's file wins) and before the shared folders and the cache."""
+    env = os.environ.get("FLEETSIM_MODELS")
+    first = Path(env).expanduser() if env else None
+    head = [d for d in dirs[:1] if d == first]
+    return list(dict.fromkeys([*head, weights_dir(), *dirs[len(head) :]]))
+
+
 def model_cache_dir() -> Path:
     """Where downloaded and locally built (quantized) weights go: ``~/.cache/fleetsim/models``."""
     return Path.home() / ".cache" / "fleetsim" / "models"
@@ -283,11 +294,12 @@ def _pretrained_path(card: ModelCard) -> Path:
                 "`fleetsim zoo build` or pass checkpoint=<file>"
             )
         return path
-    dirs = _search_dirs()
+    searched = _search_dirs()
+    dirs = _with_package_dir(searched)
     for folder in dirs:
         if (folder / card.weights_file).is_file():
             return folder / card.weights_file
-    cache = dirs[-1]
+    cache = searched[-1]
     target = cache / card.weights_file
     try:
         cache.mkdir(parents=True, exist_ok=True)
@@ -295,9 +307,9 @@ def _pretrained_path(card: ModelCard) -> Path:
             card.weights_url, str(target), hash_prefix=card.weights_sha256_prefix, progress=True
         )
     except Exception as exc:  # no network, HTTP error, hash mismatch
-        searched = ", ".join(str(d) for d in dirs)
+        where = ", ".join(str(d) for d in dirs)
         raise ModelError(
-            f"weights {card.weights_file} for {card.name!r} not found in {searched} and the "
+            f"weights {card.weights_file} for {card.name!r} not found in {where} and the "
             f"download from {card.weights_url} failed ({exc}). Place the file in one of those "
             "folders or set FLEETSIM_MODELS to its folder."
         ) from exc
@@ -405,7 +417,7 @@ def weights_status(name: str) -> str:
     elif card.weights_url is None:
         dirs = [weights_dir()]
     else:
-        dirs = _search_dirs()
+        dirs = _with_package_dir(_search_dirs())
     for folder in dirs:
         if (folder / card.weights_file).is_file():
             return "shipped" if folder == weights_dir() else f"found in {folder}"
@@ -445,6 +457,11 @@ def model_info(name: str) -> dict:
         weights = f"{card.weights_file} (local folders, built by `{card.build_command}`)"
     elif card.weights_url is None:
         weights = f"shipped: {weights_dir() / str(card.weights_file)}"
+    elif (weights_dir() / str(card.weights_file)).is_file():
+        weights = (
+            f"shipped: {weights_dir() / str(card.weights_file)} (akamaster, BSD-2-Clause, "
+            "LICENSE-akamaster.txt; $FLEETSIM_MODELS overrides)"
+        )
     else:
         weights = f"{card.weights_file} (local folders, else {card.weights_url})"
     return {
