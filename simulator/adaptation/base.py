@@ -29,11 +29,11 @@ ADAPTERS: Registry = Registry("adapter")
 
 __all__ = [
     "ADAPTERS",
+    "CLOUD_MEMORY_FORMAT",
     "AdaptStats",
     "CloudAdapter",
     "EdgeNorm",
     "ScopedAdapter",
-    "CLOUD_MEMORY_FORMAT",
     "cloud_layout",
     "cpu_copy",
 ]
