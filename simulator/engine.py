@@ -355,6 +355,7 @@ def run_scenario(
             ms_per_request=routing.cloud_ms_per_request,
             ms_per_sample=routing.cloud_ms_per_sample,
         )
+    report_empty = policy_cls.uploads and adapter_cls.hears_empty_batches(params)
     end_s = 0.0
     for d in range(scenario.fleet.devices):
         stream = build_stream(scenario.stream, d, len(dataset), _rng(seed, _STREAM, d))
@@ -379,6 +380,7 @@ def run_scenario(
             router=routing_cls(routing, num_classes),
             foundation=foundation,
             answer_bytes_per_sample=getattr(routing, "answer_bytes_per_sample", 4),
+            report_empty_batches=report_empty,
         )
         env.process(devices[d].run())
 

@@ -13,7 +13,7 @@ from torch import nn
 
 import simulator.adaptation.cema as cema_module
 from simulator.adaptation import ADAPTERS, AdaptStats
-from simulator.adaptation.base import cloud_layout
+from simulator.adaptation.base import CLOUD_MEMORY_FORMAT
 from simulator.adaptation.cema import CemaAdapter, _batch_renorm_mode, _renormalise
 from simulator.adaptation.losses import (
     cema_distillation_loss,
@@ -283,10 +283,10 @@ def test_cema_tbr_teacher_distils_with_its_running_statistics() -> None:
     tbr.observe(0, images(32, 0))
     batch = images(32, 5) * 3.0  # far from the statistics: batch and running BN differ
     with torch.no_grad():
-        expected = tbr.teacher(cloud_layout(batch))  # eval mode: running statistics
+        expected = tbr.teacher(tbr.layout(batch))  # eval mode: running statistics
     torch.testing.assert_close(tbr._teacher_logits(batch), expected)
     with cema_module._bn_train_mode(tbr.teacher, update_running=False), torch.no_grad():
-        assert not torch.allclose(tbr.teacher(cloud_layout(batch)), expected)
+        assert not torch.allclose(tbr.teacher(tbr.layout(batch)), expected)
 
 
 def test_cema_scopes_are_independent() -> None:
@@ -320,13 +320,20 @@ def test_cema_teacher_is_shared_by_all_scopes() -> None:
     assert not teacher.training and not teacher[0].weight.requires_grad
 
 
-def test_cloud_models_run_channels_last_with_the_results_of_contiguous_ones() -> None:
-    adapter, contiguous = make_cema(), make_cema()
+def test_cloud_models_train_contiguous_on_the_cpu_and_channels_last_by_choice_agrees() -> None:
+    contiguous = make_cema()
+    assert contiguous.memory_format == torch.contiguous_format  # CLOUD_MEMORY_FORMAT["cpu"]
+    assert {"cpu": torch.contiguous_format, "cuda": torch.channels_last} == CLOUD_MEMORY_FORMAT
+    for model in (contiguous.edge_model, contiguous.teacher):
+        assert model[0].weight.is_contiguous()
+        assert not model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    in_channels_last = type("CemaChannelsLast", (CemaAdapter,), {})
+    in_channels_last.memory_format_override = torch.channels_last
+    cfg = CemaAdapter.Config()
+    adapter = in_channels_last(tiny_model(4, 1), tiny_model(8, 2), cfg, C, 0)
+    assert adapter.memory_format == torch.channels_last
     for model in (adapter.edge_model, adapter.teacher):
         assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
-    for model in (contiguous.edge_model, contiguous.teacher):
-        model.to(memory_format=torch.contiguous_format)
-        assert model[0].weight.is_contiguous()
     for batch in range(3):
         adapter.observe(0, images(32, batch))
         contiguous.observe(0, images(32, batch))

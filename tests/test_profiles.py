@@ -20,6 +20,25 @@ def test_macs_of_a_small_net_match_the_hand_count():
     assert count_macs(net) == 32 * 32 * 8 * 27 + 16 * 16 * 8 * 36 + 80
 
 
+class _SameDeviceNet(nn.Module):
+    """Refuses an input on another device than its weights (as a GPU convolution would)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+
+    def forward(self, x):
+        if x.device != self.conv.weight.device:
+            raise RuntimeError(f"input on {x.device}, weights on {self.conv.weight.device}")
+        return self.conv(x)
+
+
+def test_macs_are_counted_on_the_models_own_device():
+    # a cloud teacher may sit on a GPU when its MACs are counted; "meta" stands in for a device
+    # other than the CPU (no GPU in CI): the count needs shapes only
+    assert count_macs(_SameDeviceNet().to("meta")) == 32 * 32 * 8 * 27
+
+
 def test_resnet20_counts_the_published_41_million_macs():
     assert count_macs(create_model("resnet20")) == pytest.approx(40.55e6, rel=1e-3)
 

@@ -29,6 +29,7 @@ ADAPTERS: Registry = Registry("adapter")
 
 __all__ = [
     "ADAPTERS",
+    "CLOUD_MEMORY_FORMAT",
     "AdaptStats",
     "CloudAdapter",
     "EdgeNorm",
@@ -38,14 +39,27 @@ __all__ = [
 ]
 
 
-def cloud_layout(images: torch.Tensor) -> torch.Tensor:
-    """Images in the memory layout of the cloud's models (channels-last for 4-D batches).
+#: Memory layout the cloud trains in, per compute device type. On the CPU, contiguous: PyTorch's
+#: train-mode BatchNorm in channels-last sums the batch statistics less exactly (one BN layer,
+#: relative output error against float64 76-265x the contiguous kernel's at every input offset
+#: tried), which made CEMA's BN-affine gradients at the source 2-500x further from float64; over a
+#: 30-step run the adapted affine drifted from the contiguous run's 1.7-2.5x as far as a one-
+#: rounding-step change of the uploads moves it, as few held-out predictions changed (6 vs 7 of
+#: 1,920). Channels-last was 1.3x faster per cloud step (benchmarks/cloud_layout_drift.py;
+#: speed.md, section 5). On a GPU, channels-last, as CEMA's released configuration recommends for
+#: A100/V100; its drift is not measured here.
+CLOUD_MEMORY_FORMAT: dict[str, torch.memory_format] = {
+    "cpu": torch.contiguous_format,
+    "cuda": torch.channels_last,
+}
 
-    Channels-last weights and inputs ran CEMA's cloud step 1.36x faster than contiguous ones on
-    one CPU thread, and the whole synthetic quickstart about 1.15x (benchmarks/speed.md, section 3); any
-    other shape is returned as is.
-    """
-    return images.contiguous(memory_format=torch.channels_last) if images.ndim == 4 else images
+
+def cloud_layout(
+    images: torch.Tensor, memory_format: torch.memory_format = torch.channels_last
+) -> torch.Tensor:
+    """Images in the memory layout of the cloud's models (``memory_format`` for 4-D batches; any
+    other shape is returned as is)."""
+    return images.contiguous(memory_format=memory_format) if images.ndim == 4 else images
 
 
 def cpu_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -102,6 +116,9 @@ class CloudAdapter(Styled, ABC):
     #: False for an adapter whose cloud never changes the edge state it sends down (the source
     #: model, BN adaptation on the edge): it works for devices that run different models.
     adapts_edge_state: ClassVar[bool] = True
+    #: Memory layout of the cloud's models and batches; None: by compute device
+    #: (:data:`CLOUD_MEMORY_FORMAT`). A subclass may fix one (benchmarks/cloud_layout_drift.py).
+    memory_format_override: ClassVar[torch.memory_format | None] = None
 
     def __init__(
         self,
@@ -115,20 +132,33 @@ class CloudAdapter(Styled, ABC):
             raise ValueError(f"num_classes must be >= 2, got {num_classes}")
         if self.needs_teacher and teacher is None:
             raise ValueError(f"adapter {type(self).__name__} needs a teacher (foundation) model")
-        # channels-last weights (see ``cloud_layout``); models without 4-D weights are unchanged
-        self.edge_model = edge_model.to(memory_format=torch.channels_last)
-        self.teacher = (
-            teacher.to(memory_format=torch.channels_last) if teacher is not None else None
+        held = next(iter([*edge_model.parameters(), *edge_model.buffers()]), torch.empty(0))
+        self.memory_format = self.memory_format_override or CLOUD_MEMORY_FORMAT.get(
+            held.device.type, torch.contiguous_format
         )
+        # weights in ``memory_format``; models without 4-D weights are unchanged
+        self.edge_model = edge_model.to(memory_format=self.memory_format)
+        self.teacher = teacher.to(memory_format=self.memory_format) if teacher is not None else None
         self.config = config if config is not None else self.Config()
         self.num_classes = num_classes
         self.seed = seed
         self._source_state = get_norm_state(edge_model)  # what devices hold before any update
 
+    def layout(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch in the layout of the cloud's models (:attr:`memory_format`)."""
+        return cloud_layout(images, self.memory_format)
+
     @classmethod
     def edge_norm_for(cls, config: BaseModel | None) -> EdgeNorm:
         """How the edge normalises under ``config`` (known before the adapter is built)."""
         return cls.edge_norm
+
+    @classmethod
+    def hears_empty_batches(cls, config: BaseModel | None) -> bool:
+        """Whether devices tell the cloud of an edge batch that uploads nothing (a header-only
+        message), because the adapter under ``config`` learns from it (CEMA's replay-only
+        step); no by default."""
+        return False
 
     @classmethod
     def for_upload_policy(cls, config: BaseModel | None, policy: str) -> BaseModel | None:

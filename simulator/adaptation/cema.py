@@ -15,9 +15,13 @@ Per full cloud batch of ``batch_size`` uploads (FIFO, remainders carried over to
 When a call yields no full batch and more than ``replay_min`` uploads are stored, one replay-only
 step on ``replay_only_batch`` replayed uploads (no teacher step). Uploads enter the replay buffer
 before the batches are formed, so replayed samples may include the current ones (as released).
-A call is one upload message (or the messages ``cloud.gather`` serves together): the released loop
-runs once per edge batch and so also takes a replay-only step after a batch that uploaded nothing,
-but a cloud learns of an edge batch only from its upload, so here such a batch adds no step.
+A call is one upload message (or the messages ``cloud.gather`` serves together). The released loop
+(``CEMA.infer``) runs once per edge batch, so after an edge batch that uploaded nothing it takes a
+replay-only step too (``not is_excuted and len(history_buffer) > 256``). A cloud learns of an edge
+batch only from a message: with ``replay_after_empty_batch: true`` (the released behaviour) a
+device whose batch uploads nothing sends a header-only message, and the cloud takes that
+replay-only step; with ``false`` (the default, fleetsim's behaviour before the option) such a
+batch sends nothing and adds no step.
 
 How BN normalises, three ways (``edge_norm``). The released code (``codebase/core/tta/cema.py``,
 ``conf/cema.conf``, ``is_tbr: true``) replaces every BN forward of edge and teacher with batch
@@ -56,7 +60,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from simulator.adaptation.base import ADAPTERS, AdaptStats, EdgeNorm, ScopedAdapter, cloud_layout
+from simulator.adaptation.base import ADAPTERS, AdaptStats, EdgeNorm, ScopedAdapter
 from simulator.adaptation.losses import cema_distillation_loss, teacher_entropy_loss
 from simulator.adaptation.replay import ReplayBuffer, ReplayDtype
 from simulator.models.logit_cache import LogitCache
@@ -220,6 +224,12 @@ class CemaAdapter(ScopedAdapter):
             description="Replay-only edge step size when a call forms no full batch (0 disables).",
         )
         replay_dtype: ReplayDtype = Field("uint8", description="Storage type of replayed images.")
+        replay_after_empty_batch: bool = Field(
+            False,
+            description="An edge batch that uploads nothing sends a header-only message and the "
+            "cloud takes a replay-only step for it, as the released code does (true); false: "
+            "no message, no step.",
+        )
         adapt_teacher: bool = Field(
             True, description="Adapt the foundation model by entropy minimisation on uploads."
         )
@@ -269,6 +279,11 @@ class CemaAdapter(ScopedAdapter):
 
     needs_teacher = True
     edge_norm = "batch"
+
+    @classmethod
+    def hears_empty_batches(cls, config: BaseModel | None) -> bool:
+        cfg = config if isinstance(config, cls.Config) else cls.Config()
+        return cfg.replay_after_empty_batch
 
     @classmethod
     def edge_norm_for(cls, config: BaseModel | None) -> EdgeNorm:
@@ -417,7 +432,7 @@ class CemaAdapter(ScopedAdapter):
         else:
             norm = _bn_train_mode(self.teacher)
         with norm:
-            logits = self.teacher(cloud_layout(images.to(self._device(self.teacher))))
+            logits = self.teacher(self.layout(images.to(self._device(self.teacher))))
             loss = teacher_entropy_loss(logits, self.e0)
             self._teacher_optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -429,7 +444,7 @@ class CemaAdapter(ScopedAdapter):
         cfg: CemaAdapter.Config = self.config  # type: ignore[assignment]
         if self.teacher_logits_cache is not None:
             return self.teacher_logits_cache(images)
-        images = cloud_layout(images.to(self._device(self.teacher)))
+        images = self.layout(images.to(self._device(self.teacher)))
         if cfg.teacher_distill_norm == "batch":
             with _bn_train_mode(self.teacher, update_running=False):
                 return self.teacher(images)
@@ -445,7 +460,7 @@ class CemaAdapter(ScopedAdapter):
         else:
             norm = _bn_train_mode(self.edge_model, momentum=1.0 if first else cfg.bn_momentum)
         with norm:
-            student_logits = self.edge_model(cloud_layout(images.to(self._device(self.edge_model))))
+            student_logits = self.edge_model(self.layout(images.to(self._device(self.edge_model))))
             loss = cema_distillation_loss(
                 student_logits,
                 teacher_logits.to(student_logits.device),

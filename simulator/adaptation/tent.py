@@ -35,7 +35,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from simulator.adaptation.base import ADAPTERS, AdaptStats, ScopedAdapter, cloud_layout
+from simulator.adaptation.base import ADAPTERS, AdaptStats, ScopedAdapter
 from simulator.adaptation.losses import softmax_entropy
 from simulator.models.norm import (
     configure_norm_adaptation,
@@ -172,7 +172,7 @@ class EntropyAdapter(ScopedAdapter):
         """Forward with batch statistics, then one optimizer step on the BN affine."""
         device = next(self.edge_model.parameters()).device
         with use_batch_statistics(self.edge_model):
-            logits = self.edge_model(cloud_layout(images.to(device)))
+            logits = self.edge_model(self.layout(images.to(device)))
         self._forward += len(images)
         loss = self._loss(state, logits)
         if loss is None:

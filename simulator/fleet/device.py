@@ -68,6 +68,7 @@ class EdgeDevice:
         foundation: FoundationServer | None = None,
         answer_bytes_per_sample: int = 4,
         selector: DeviceSelector | None = None,
+        report_empty_batches: bool = False,
     ):
         self.env, self.id, self.stream, self.labels = env, device_id, stream, labels
         self.executor, self.policy = executor, policy
@@ -82,6 +83,8 @@ class EdgeDevice:
         self._offload_messages = 0
         # model selection: None runs ``executor`` with ``compute_s`` (one model for the fleet)
         self.selector = selector
+        # a batch that uploads nothing still sends its header, when the cloud learns from that
+        self.report_empty_batches = report_empty_batches
 
     def run(self) -> Generator[simpy.Event, None, None]:
         for b in range(self.stream.num_batches):
@@ -160,6 +163,8 @@ class EdgeDevice:
                 nbytes = self.header_bytes + int(self.payload_sizes(chosen).sum())
                 self.policy.charge(nbytes, len(chosen))
                 self.env.process(self.send(b, chosen, nbytes))
+            elif self.report_empty_batches:  # header only; not charged to an upload budget
+                self.env.process(self.send(b, images[:0], self.header_bytes))
             self.batches_done += 1
 
     def send(

@@ -36,9 +36,11 @@ def count_macs(model: nn.Module, input_shape: tuple[int, int, int] = (3, 32, 32)
             handles.append(m.register_forward_hook(linear_hook))
     was_training = model.training
     model.eval()
+    held = next(iter([*model.parameters(), *model.buffers()]), None)
+    device = held.device if held is not None else torch.device("cpu")
     try:
-        with torch.inference_mode():
-            model(torch.zeros(1, *input_shape))
+        with torch.inference_mode():  # on the model's device: a cloud teacher may sit on a GPU
+            model(torch.zeros(1, *input_shape, device=device))
     finally:
         for h in handles:
             h.remove()
