@@ -484,8 +484,8 @@ class QueueConfig(Section):
 
 
 def _check_trace(v: Any, end: str, format: str) -> Any:
-    from simulator.fleet.bandwidth import check_trace
     from simulator.traces import TraceError, resolve_trace
+    from simulator.traces.model import check_trace
 
     for path in v if isinstance(v, list) else [v]:
         try:

@@ -18,6 +18,8 @@ import math
 from pathlib import Path
 from typing import Literal
 
+from simulator.traces.model import check_trace
+
 # Rate changes closer than this to "now" count as already passed, so floating-point round-off in
 # ``now + (t_change - now)`` can never leave a link waiting for a change that is a femtosecond away.
 TIME_TOLERANCE_S = 1e-9
@@ -102,27 +104,6 @@ class BandwidthTrace:
         edges = [*self.times_s, self.duration_s]
         total = sum(r * (edges[i + 1] - edges[i]) for i, r in enumerate(self.mbps))
         return total / self.duration_s
-
-
-def check_trace(times_s: list[float], mbps: list[float], end: str) -> None:
-    """Raise ValueError saying which row is wrong, unless the rows form a usable trace."""
-    if end not in ("loop", "hold"):
-        raise ValueError(f"trace end must be loop or hold, got {end!r}")
-    if not times_s or len(times_s) != len(mbps):
-        raise ValueError("a trace needs at least one (time_s, mbps) row")
-    if times_s[0] != 0:
-        raise ValueError(f"data row 1: the first time_s must be 0, got {times_s[0]}")
-    for i, (t, r) in enumerate(zip(times_s, mbps, strict=True)):
-        if not math.isfinite(t) or not math.isfinite(r) or r < 0:
-            raise ValueError(f"data row {i + 1}: mbps must be a finite number >= 0, got {r}")
-        if i and t <= times_s[i - 1]:
-            raise ValueError(
-                f"data row {i + 1}: time_s must increase, got {t} after {times_s[i - 1]}"
-            )
-    if end == "hold" and mbps[-1] <= 0:
-        raise ValueError("the last row's mbps must be > 0 when the trace holds it forever")
-    if max(mbps) <= 0:
-        raise ValueError("at least one row's mbps must be > 0")
 
 
 def read_trace_csv(path: str | Path) -> tuple[list[float], list[float]]:

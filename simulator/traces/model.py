@@ -6,6 +6,7 @@ the last row lasts as long as the step before it (one row: one second). Times st
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,3 +71,24 @@ class Trace:
             "p95_mbps": percentile(95),
             "outage_share": float(weights[rates <= OUTAGE_MBPS].sum() / weights.sum()),
         }
+
+
+def check_trace(times_s: list[float], mbps: list[float], end: str) -> None:
+    """Raise ValueError saying which row is wrong, unless the rows form a usable trace."""
+    if end not in ("loop", "hold"):
+        raise ValueError(f"trace end must be loop or hold, got {end!r}")
+    if not times_s or len(times_s) != len(mbps):
+        raise ValueError("a trace needs at least one (time_s, mbps) row")
+    if times_s[0] != 0:
+        raise ValueError(f"data row 1: the first time_s must be 0, got {times_s[0]}")
+    for i, (t, r) in enumerate(zip(times_s, mbps, strict=True)):
+        if not math.isfinite(t) or not math.isfinite(r) or r < 0:
+            raise ValueError(f"data row {i + 1}: mbps must be a finite number >= 0, got {r}")
+        if i and t <= times_s[i - 1]:
+            raise ValueError(
+                f"data row {i + 1}: time_s must increase, got {t} after {times_s[i - 1]}"
+            )
+    if end == "hold" and mbps[-1] <= 0:
+        raise ValueError("the last row's mbps must be > 0 when the trace holds it forever")
+    if max(mbps) <= 0:
+        raise ValueError("at least one row's mbps must be > 0")
