@@ -318,3 +318,32 @@ def test_a_run_folder_keeps_taking_runs_after_plot_but_a_sweeps_run_is_left_to_t
     simulator.engine.check_run_dir(tmp_path / "new" / "deeper")
     simulator.engine.check_run_dir(tmp_path / "run2")
     assert probed == [tmp_path, tmp_path]
+
+
+def test_help_lists_the_commands_then_the_groups_in_a_fixed_order():
+    """The cli/ package's modules register in import order; ``fleetsim --help`` keeps one order."""
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    names = [
+        "validate", "run", "list", "sweep", "plot", "report", "table", "match-budget", "compare",
+        "zoo", "data", "traces",
+    ]  # fmt: skip
+    listed = [line.split()[1] for line in result.output.splitlines() if line.startswith("│ ")]
+    assert [name for name in listed if name in names] == names
+
+
+def test_zoo_build_writes_into_the_packages_weights_folder_by_default(monkeypatch):
+    import simulator.models
+
+    seen = {}
+
+    def fake_build_zoo(target, names, seed, progress):
+        seen.update(target=target, names=names, seed=seed)
+        return {"tiny": {"accuracy": 0.5}}
+
+    monkeypatch.setattr("simulator.models.train.build_zoo", fake_build_zoo)
+    result = runner.invoke(app, ["zoo", "build", "--name", "tiny", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    weights = Path(simulator.models.__file__).parent / "weights"
+    assert seen == {"target": weights, "names": ["tiny"], "seed": 3}
+    assert weights.is_dir() and "accuracy=0.5" in result.output

@@ -13,6 +13,7 @@ PACKAGES = ("simulator", "policies", "analysis")
 CHECKED = (
     "policies",
     "simulator.adaptation",
+    "simulator.cli",
     "simulator.config",
     "simulator.plugins",
     "simulator.registry",
