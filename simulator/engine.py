@@ -31,10 +31,11 @@ from simulator.data.cache import CorruptionCache, default_cache_root
 from simulator.data.corruptions import corrupt
 from simulator.data.datasets import CorruptedFolder, ImageDataset, create_dataset
 from simulator.data.streams import DeviceStream, build_stream, stream_domains
-from simulator.fleet.cloud import Cloud, FoundationServer
+from simulator.fleet.cloud import Cloud
 from simulator.fleet.cloud_time import CloudTime
 from simulator.fleet.device import EdgeDevice, NormState
 from simulator.fleet.executor import ExecutorKind, FleetExecutor
+from simulator.fleet.foundation import FoundationServer
 from simulator.fleet.links import FleetNetwork
 from simulator.fleet.payload import encoded_sizes
 from simulator.fleet.selection import DeviceSelector, Member

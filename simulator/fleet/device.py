@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import simpy
@@ -14,12 +13,10 @@ from policies.routing import ROUTING_POLICIES, RoutingPolicy
 from policies.upload import UploadPolicy
 from simulator.data.streams import DeviceStream
 from simulator.fleet.executor import FleetExecutor
+from simulator.fleet.foundation import FoundationServer
 from simulator.fleet.network import Delivery, Link
 from simulator.fleet.selection import DeviceSelector
 from simulator.metrics import EventRecorder
-
-if TYPE_CHECKING:
-    from simulator.fleet.cloud import FoundationServer
 
 
 @dataclass
