@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from simulator.adaptation import ADAPTERS
 from simulator.adaptation.losses import softmax_entropy
@@ -14,29 +13,11 @@ from simulator.config import scenario_from_dict
 from simulator.engine import run_scenario
 from simulator.models.norm import use_batch_statistics
 from tests.conftest import tiny_scenario_dict
+from tests.test_tent_eata import C, images
+from tests.test_tent_eata import tiny_model as net
 
-C = 10
 E0 = 0.4 * math.log(C)
 AFFINE = ("1.weight", "1.bias")
-
-
-def net(seed: int = 1, logit_scale: float = 1.0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1),
-        nn.BatchNorm2d(8),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(8, C),
-    ).eval()
-    with torch.no_grad():
-        model[5].weight.mul_(logit_scale)
-    return model
-
-
-def images(n: int, seed: int) -> torch.Tensor:
-    return torch.rand(n, 3, 8, 8, generator=torch.Generator().manual_seed(seed))
 
 
 def make(name: str, logit_scale: float = 1.0, **config: object):

@@ -28,20 +28,21 @@ __all__ = [
 ]
 
 
-def _split(value: str | Path) -> tuple[Path, str | None]:
-    text = str(value)
-    path, sep, select = text.partition("#")
-    return Path(path).expanduser(), (select if sep else None)
+def _file(value: str, kind: str, what: str) -> tuple[Path, str | None]:
+    """``(path, select)`` of a ``path[#select]`` value naming an existing file; else a TraceError
+    listing the shipped ``kind`` entries (``what``: how to call them)."""
+    text, sep, select = value.partition("#")
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise TraceError(path, None, f"no such file, and not a {what} ({', '.join(names(kind))})")
+    return path, (select if sep else None)
 
 
 @lru_cache(maxsize=64)
 def _resolve_trace(value: str, format: str) -> Trace:
     if value in SHIPPED:
         return shipped_trace(value)
-    path, select = _split(value)
-    if not path.is_file():
-        shipped = ", ".join(names("uplink"))
-        raise TraceError(path, None, f"no such file, and not a shipped trace ({shipped})")
+    path, select = _file(value, "uplink", "shipped trace")
     return read_trace(path, format, select=select)  # type: ignore[arg-type]
 
 
@@ -54,10 +55,7 @@ def resolve_trace(value: str | Path, format: TraceFormat = "auto") -> Trace:
 def _resolve_rtt(value: str) -> np.ndarray:
     if value in SHIPPED:
         return shipped_rtt(value)
-    path, select = _split(value)
-    if not path.is_file():
-        shipped = ", ".join(names("rtt"))
-        raise TraceError(path, None, f"no such file, and not a shipped RTT set ({shipped})")
+    path, select = _file(value, "rtt", "shipped RTT set")
     return read_rtt(path, select)
 
 
