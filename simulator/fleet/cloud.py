@@ -25,15 +25,16 @@ state they use is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from typing import get_args
+from collections.abc import Generator
+from typing import Any, get_args
 
+import numpy as np
 import simpy
 import torch
 
 from simulator.adaptation import CloudAdapter
-from simulator.adaptation.base import AdaptStats
 from simulator.config import CloudSchedule, DownlinkPayload
+from simulator.fleet.cloud_time import CloudTime
 from simulator.fleet.device import EdgeDevice, NormState, UploadMessage
 from simulator.metrics import EventRecorder
 from simulator.models.norm import norm_state_nbytes
@@ -50,7 +51,7 @@ class Cloud:
         adapter: CloudAdapter,
         devices: dict[int, EdgeDevice],
         workers: int,
-        step_time: Callable[[AdaptStats], float],
+        step_time: CloudTime,
         per_device_scope: bool,
         state_dtype: torch.dtype,
         header_bytes: int,
@@ -114,6 +115,19 @@ class Cloud:
         self.recorder.message(
             "queue", sim_time_s=self.env.now, queue=len(self.queue), busy=self.busy_workers
         )
+
+    def summary(self, until_s: float) -> dict[str, Any]:
+        """The cloud's part of summary.json: how busy its workers were, what a step cost (the
+        profile or fixed time behind it, the simulated compute of the updates)."""
+        return {
+            "cloud_busy_s": self.busy_s,
+            "cloud_utilization": self.busy_s / (self.workers * until_s) if until_s else 0.0,
+            "cloud_profile": self.step_time.describe(),
+            "cloud_compute_s": float(sum(self.compute_s)),
+            "cloud_update_ms_mean": (
+                1000.0 * float(np.mean(self.compute_s)) if self.compute_s else None
+            ),
+        }
 
     # -- scheduling ----------------------------------------------------------------------------
     def _order_key(self, item: tuple[int, float, UploadMessage]) -> tuple:
