@@ -313,7 +313,8 @@ PROFILE_PARTS = [
 
 def profile(args: argparse.Namespace) -> None:
     from simulator.config import load_scenario
-    from simulator.engine import run_scenario, write_run
+    from simulator.engine import run_scenario
+    from simulator.runs import write_run
 
     scenario = load_scenario(ROOT / "scenarios" / "synthetic_quickstart.yaml")
     profiler = cProfile.Profile()

@@ -6,12 +6,8 @@ Two clocks never mix here: ``sim_time_s`` is what the fleet experiences (from pr
 
 from __future__ import annotations
 
-import os
-import secrets
-import shutil
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -20,7 +16,7 @@ import torch
 from simulator.adaptation import ADAPTERS
 from simulator.build import Fleet, ProgressCallback, build_fleet
 from simulator.compute import describe_device, resolve_device
-from simulator.config import Scenario, dump_scenario
+from simulator.config import Scenario
 from simulator.fleet.executor import ExecutorKind
 from simulator.metrics import merge_selection, summarize, summarize_energy, summarize_selection
 from simulator.models.zoo import trained_on, weights_status
@@ -189,128 +185,3 @@ def collect_summary(
     if fleet.foundation is not None:
         summary.update(fleet.foundation.summary(now))
     return summary
-
-
-#: What a run folder holds; anything else in a folder given as ``--out`` means it is not a run
-#: folder, and a run never replaces it. ``figures/`` and ``report/`` are what ``fleetsim plot`` and
-#: ``report`` write into a single run's folder by default: they go with it.
-RUN_FILES = frozenset({"config.yaml", "events.parquet", "summary.json", "figures", "report"})
-#: A sweep's run folders also hold this (their config hash); only the sweep replaces them.
-SWEEP_RUN_FILE = "run.json"
-
-
-class OutputError(ValueError):
-    """An output folder that cannot or must not be written (checked before any simulating)."""
-
-
-def _probe(folder: Path, what: str, path: str | Path) -> None:
-    """Make and remove a folder in ``folder``: the real test of writing there (permissions alone
-    miss read-only filesystems and /proc)."""
-    try:
-        os.rmdir(make_staging_dir(".fleetsim-probe-", folder))
-    except OSError as exc:
-        raise OutputError(f"{what} {path}: cannot write in {folder} ({exc.strerror})") from None
-
-
-def _existing_folder(start: Path, what: str, path: str | Path) -> Path:
-    """The nearest existing ancestor of ``start`` (itself included), which must be a folder."""
-    ancestor = start
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        raise OutputError(f"{what} {path}: {ancestor} is a file, so no folder can be made under it")
-    return ancestor
-
-
-def check_writable(path: str | Path, what: str = "--out") -> Path:
-    """``path`` (a folder written *into*, e.g. a sweep's) as an absolute path, after checking it is
-    not a file and that this process can write in it or its nearest existing ancestor (raises
-    :class:`OutputError`)."""
-    out = Path(os.path.abspath(path))
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{what} {path}: is a file, not a folder")
-    _probe(_existing_folder(out, what, path), what, path)
-    return out
-
-
-def check_run_dir(out_dir: str | Path, what: str = "--out", *, sweep_run: bool = False) -> Path:
-    """Check, before a run, that ``out_dir`` can take it and returns it absolute: not a file, a
-    symbolic link, the working directory or above it; new, empty or a run folder (a run replaces
-    its folder whole: it is written next to it, then renamed, so its parent must be writable). A
-    sweep's run folder (with ``run.json``) is replaced only by its sweep (``sweep_run``)."""
-    out = Path(os.path.abspath(out_dir))
-    if out.is_symlink():
-        raise OutputError(f"{what} {out_dir}: is a symbolic link; give the folder it points to")
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{what} {out_dir}: is a file, not a folder")
-    cwd = Path.cwd().resolve()
-    if out.exists() and (out.resolve() == cwd or out.resolve() in cwd.parents):
-        raise OutputError(
-            f"{what} {out_dir}: is the working directory or above it, which a run would replace"
-        )
-    if out.is_dir():
-        names = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir())
-        allowed = RUN_FILES | ({SWEEP_RUN_FILE} if sweep_run else set())
-        others = [name for name in names if name.rstrip("/") not in allowed]
-        if others == [SWEEP_RUN_FILE]:
-            raise OutputError(
-                f"{what} {out_dir}: is a run of a sweep (it holds {SWEEP_RUN_FILE}), which only "
-                "`fleetsim sweep` replaces; give a new or empty folder"
-            )
-        if others:
-            shown = ", ".join(others[:4]) + (
-                f" and {len(others) - 4} more" if len(others) > 4 else ""
-            )
-            raise OutputError(
-                f"{what} {out_dir}: holds {shown}, which a fleetsim run folder does not; a run "
-                "replaces its folder whole, so give a new or empty folder (or an earlier run's)"
-            )
-    _probe(_existing_folder(out.parent, what, out_dir), what, out_dir)
-    return out
-
-
-def make_staging_dir(prefix: str, parent: Path) -> Path:
-    """A new hidden folder in ``parent`` with the permissions of a plain ``mkdir`` (``mkdtemp``
-    makes it private, and a run folder renamed from it would stay unreadable to the group)."""
-    for _ in range(100):
-        path = parent / f"{prefix}{secrets.token_hex(4)}"
-        try:
-            path.mkdir(mode=0o777)  # the umask applies, as for any folder
-        except FileExistsError:
-            continue
-        return path
-    raise FileExistsError(f"no free name for a staging folder {prefix}* in {parent}")
-
-
-def replace_dir(source: Path, target: Path) -> None:
-    """Put folder ``source`` at ``target`` by renames, replacing any folder already there."""
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.replace(target, old)
-        os.replace(source, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(source, target)
-
-
-def write_run(result: RunResult, out_dir: str | Path) -> Path:
-    """Write config.yaml, events.parquet and summary.json atomically into ``out_dir``.
-
-    Everything goes to a temporary sibling folder first, which then replaces ``out_dir`` by rename,
-    so an interrupted write never leaves a half-written run folder behind. ``out_dir`` must be new,
-    empty or an earlier run's folder (:func:`check_run_dir`); returns it as an absolute path.
-    """
-    import json
-
-    out_dir = check_run_dir(out_dir, "run folder")  # again: it may have changed since the start
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_staging_dir(f".{out_dir.name}.tmp-", out_dir.parent)
-    try:
-        (tmp / "config.yaml").write_text(dump_scenario(result.scenario))
-        result.events.to_parquet(tmp / "events.parquet", index=False)
-        (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2) + "\n")
-        replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out_dir

@@ -300,7 +300,7 @@ def test_ctrl_c_during_a_run_says_nothing_was_written(tmp_path: Path, tiny_yaml:
 def test_a_run_folder_keeps_taking_runs_after_plot_but_a_sweeps_run_is_left_to_the_sweep(
     tmp_path: Path, tiny_yaml: Path, monkeypatch
 ):
-    import simulator.engine
+    import simulator.runs
 
     out = tmp_path / "run"
     assert runner.invoke(app, ["run", str(tiny_yaml), "--out", str(out)]).exit_code == 0
@@ -314,9 +314,9 @@ def test_a_run_folder_keeps_taking_runs_after_plot_but_a_sweeps_run_is_left_to_t
     assert refused.exit_code == 2 and "only `fleetsim sweep` replaces" in refused.output
     # the write test is made where the run is written: next to the folder, in its parent
     probed = []
-    monkeypatch.setattr(simulator.engine, "_probe", lambda folder, *a: probed.append(folder))
-    simulator.engine.check_run_dir(tmp_path / "new" / "deeper")
-    simulator.engine.check_run_dir(tmp_path / "run2")
+    monkeypatch.setattr(simulator.runs, "_probe", lambda folder, *a: probed.append(folder))
+    simulator.runs.check_run_dir(tmp_path / "new" / "deeper")
+    simulator.runs.check_run_dir(tmp_path / "run2")
     assert probed == [tmp_path, tmp_path]
 
 

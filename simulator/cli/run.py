@@ -129,15 +129,10 @@ def run(
 
     from simulator.config import read_scenario_yaml
     from simulator.data.datasets import DatasetError
-    from simulator.engine import (
-        OutputError,
-        check_run_dir,
-        run_scenario,
-        scenario_warnings,
-        write_run,
-    )
+    from simulator.engine import run_scenario, scenario_warnings
     from simulator.fleet.executor import EXECUTORS
     from simulator.models.zoo import ModelError
+    from simulator.runs import OutputError, check_run_dir, write_run
 
     if executor not in EXECUTORS:
         _fail(f"--executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
@@ -248,7 +243,9 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
     console.print(domains)
     if "model_switches" in summary:
         _print_selection(summary)
-    console.print(f"results: {escape(str(out_dir))}/summary.json, events.parquet, config.yaml")
+    from simulator.runs import CONFIG, EVENTS, SUMMARY
+
+    console.print(f"results: {escape(str(out_dir))}/{SUMMARY}, {EVENTS}, {CONFIG}")
 
 
 def _print_selection(summary: dict) -> None:
