@@ -31,10 +31,11 @@ from simulator.data.loader import BatchLoader, corruption_cache
 from simulator.data.streams import build_stream, stream_domains
 from simulator.fleet.cloud import Cloud
 from simulator.fleet.cloud_time import CloudTime
-from simulator.fleet.device import EdgeDevice, NormState
+from simulator.fleet.device import EdgeDevice
 from simulator.fleet.executor import ExecutorKind, FleetExecutor
 from simulator.fleet.foundation import FoundationServer
 from simulator.fleet.links import FleetNetwork
+from simulator.fleet.messages import NormState
 from simulator.fleet.payload import encoded_sizes
 from simulator.fleet.selection import DeviceSelector, Member
 from simulator.metrics import EventRecorder

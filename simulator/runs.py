@@ -25,18 +25,19 @@ import re
 import secrets
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from simulator.engine import RunResult
+    from simulator.config import Scenario
 
 __all__ = [
     "CONFIG",
     "EVENTS",
+    "FinishedRun",
     "MANIFEST",
     "RUN_FILES",
     "RUN_INFO",
@@ -71,6 +72,14 @@ MANIFEST = "sweep.json"
 #: folder, and a run never replaces it.
 RUN_FILES = frozenset({CONFIG, EVENTS, SUMMARY, "figures", "report"})
 _LEFTOVER = re.compile(r"\.(run|tmp|old)-")
+
+
+class FinishedRun(Protocol):
+    """What a run folder is written from (:class:`simulator.engine.RunResult`)."""
+
+    scenario: Scenario
+    events: pd.DataFrame
+    summary: dict[str, Any]
 
 
 class OutputError(ValueError):
@@ -202,7 +211,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def write_run(
-    result: RunResult,
+    result: FinishedRun,
     out_dir: str | Path,
     run_info: dict[str, Any] | None = None,
 ) -> Path:

@@ -25,7 +25,7 @@ state they use is.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from typing import Any, get_args
 
 import numpy as np
@@ -35,7 +35,7 @@ import torch
 from simulator.adaptation import CloudAdapter
 from simulator.config import CloudSchedule, DownlinkPayload
 from simulator.fleet.cloud_time import CloudTime
-from simulator.fleet.device import EdgeDevice, NormState, UploadMessage
+from simulator.fleet.messages import NormState, StateReceiver, UploadMessage
 from simulator.metrics import EventRecorder
 from simulator.models.norm import norm_state_nbytes
 
@@ -49,7 +49,7 @@ class Cloud:
         self,
         env: simpy.Environment,
         adapter: CloudAdapter,
-        devices: dict[int, EdgeDevice],
+        devices: Mapping[int, StateReceiver],
         workers: int,
         step_time: CloudTime,
         per_device_scope: bool,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,32 +14,11 @@ from policies.upload import UploadPolicy
 from simulator.data.streams import DeviceStream
 from simulator.fleet.executor import FleetExecutor
 from simulator.fleet.foundation import FoundationServer
+from simulator.fleet.messages import Deliver, LatestVersion, NormState, UploadMessage
 from simulator.fleet.network import Delivery, Link
 from simulator.fleet.selection import DeviceSelector
 from simulator.hardware import HardwareProfile
 from simulator.metrics import EventRecorder
-
-
-@dataclass
-class UploadMessage:
-    """Samples of one edge batch, delivered to the cloud."""
-
-    device: int
-    batch: int
-    images: torch.Tensor  # uint8 (n,3,H,W)
-    nbytes: int
-    sent_s: float
-
-
-@dataclass
-class NormState:
-    """A normalization state as held by a device: tensors, version, when it was produced, and
-    when the newest samples it learnt from were taken (``samples_s``; NaN for the source)."""
-
-    tensors: dict[str, torch.Tensor]
-    version: int = 0
-    produced_s: float = float("nan")
-    samples_s: float = float("nan")
 
 
 class EdgeDevice:
@@ -56,13 +34,13 @@ class EdgeDevice:
         policy: UploadPolicy,
         uplink: Link,
         downlink: Link,
-        deliver: Callable[[UploadMessage], None],
+        deliver: Deliver,
         payload_sizes: Callable[[torch.Tensor], np.ndarray],
         header_bytes: int,
         compute_s: Callable[[int], float],
         initial_state: NormState,
         recorder: EventRecorder,
-        latest_version: Callable[[int], int] | None = None,
+        latest_version: LatestVersion | None = None,
         router: RoutingPolicy | None = None,
         foundation: FoundationServer | None = None,
         answer_bytes_per_sample: int = 4,
