@@ -26,8 +26,9 @@ state they use is.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Mapping
-from typing import get_args
+from typing import Any, get_args
 
+import numpy as np
 import simpy
 import torch
 
@@ -98,6 +99,19 @@ class Cloud:
         """Version of the newest finished state of ``device``'s scope now."""
         published = self._published.get(self.scope(device))
         return 0 if published is None else published[0]
+
+    def summary(self, until_s: float) -> dict[str, Any]:
+        """The cloud's part of summary.json: how busy its workers were, what a step cost (the
+        profile or fixed time behind it, the simulated compute of the updates)."""
+        return {
+            "cloud_busy_s": self.busy_s,
+            "cloud_utilization": self.busy_s / (self.workers * until_s) if until_s else 0.0,
+            "cloud_profile": self.step_time.describe(),
+            "cloud_compute_s": float(sum(self.compute_s)),
+            "cloud_update_ms_mean": (
+                1000.0 * float(np.mean(self.compute_s)) if self.compute_s else None
+            ),
+        }
 
     def deliver(self, message: UploadMessage) -> None:
         """Called when an upload has arrived: it joins the queue, which hands it to an idle
