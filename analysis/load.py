@@ -17,25 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-RUN_INFO = "run.json"
-
-
-def run_dirs(runs_dir: str | Path) -> list[Path]:
-    """The run folders under ``runs_dir`` (or ``runs_dir`` itself when it is one run), by name."""
-    root = Path(runs_dir)
-    if (root / "summary.json").is_file():
-        return [root]
-    if not root.is_dir():
-        raise FileNotFoundError(f"no such folder: {root}")
-    found = sorted(
-        p for p in root.iterdir() if not p.name.startswith(".") and (p / "summary.json").is_file()
-    )
-    if not found:
-        raise FileNotFoundError(f"no run folders (with summary.json) in {root}")
-    return found
-
+from simulator.runs import (
+    MANIFEST,
+    SUMMARY,
+    read_events,
+    read_run_info,
+    read_summary,
+    run_dirs,
+)
 
 RunsArg = str | Path | Sequence[str | Path]
 
@@ -73,10 +63,10 @@ def unlisted_runs(runs_dir: str | Path) -> list[str]:
     sweep into the same folder, or by an earlier grid); empty without a readable sweep.json."""
     root = Path(runs_dir)
     try:
-        listed = {e["name"] for e in json.loads((root / "sweep.json").read_text())["runs"]}
+        listed = {e["name"] for e in json.loads((root / MANIFEST).read_text())["runs"]}
     except (OSError, ValueError, KeyError, TypeError):
         return []
-    if (root / "summary.json").is_file():
+    if (root / SUMMARY).is_file():
         return []
     return [p.name for p in run_dirs(root) if p.name not in listed]
 
@@ -103,19 +93,8 @@ def hashable(value: Any) -> Any:
 
 
 def _params(run_dir: Path) -> dict[str, Any]:
-    try:
-        params = dict(json.loads((run_dir / RUN_INFO).read_text()).get("params", {}))
-    except (OSError, ValueError):
-        return {}
+    params = dict(read_run_info(run_dir).get("params", {}))
     return {key: hashable(value) for key, value in params.items()}
-
-
-def read_summary(run_dir: str | Path) -> dict[str, Any]:
-    return json.loads((Path(run_dir) / "summary.json").read_text())
-
-
-def read_config(run_dir: str | Path) -> dict[str, Any]:
-    return yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
 
 
 def config_value(config: Mapping[str, Any], key: str) -> Any:
@@ -168,7 +147,7 @@ def load_events(
     for name, run_dir in named_runs(runs_dir):
         if runs is not None and name not in runs:
             continue
-        events = pd.read_parquet(run_dir / "events.parquet")
+        events = read_events(run_dir)
         if kinds is not None:
             events = events[events["kind"].isin(kinds)]
         summary = read_summary(run_dir)
@@ -180,16 +159,3 @@ def load_events(
     if not frames:
         raise FileNotFoundError(f"no events for runs {runs} in {runs_dir}")
     return pd.concat(frames, ignore_index=True)
-
-
-def check_out_folder(out: str | Path, option: str = "--out") -> Path:
-    """``out`` as a folder to write into: refused (ValueError) when it, or a folder above it, is an
-    existing file, so a command fails before computing anything."""
-    out = Path(out)
-    for path in (out, *out.parents):
-        if path.exists() and not path.is_dir():
-            what = "is an existing file" if path == out else f"lies under {path}, a file"
-            raise ValueError(
-                f"{option} {out} {what}, not a folder: give a folder path (created if missing)"
-            )
-    return out

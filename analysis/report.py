@@ -24,8 +24,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis import plots, tables
-from analysis.load import RunsArg, check_out_folder, load_events, load_runs, read_config
+from analysis.load import RunsArg, load_events, load_runs
 from analysis.methods import method_label
+from simulator.runs import check_out_folder, read_config
 
 KINDS = ("pareto", "sweep", "timeline", "devices", "cloud")
 HUE = "policy.name"

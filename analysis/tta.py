@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,12 +34,21 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from analysis.load import config_value, run_dirs
+from analysis.load import config_value
 from analysis.methods import method_key, method_label, method_rank
 from analysis.stats import t_interval
 from analysis.tables import to_latex, to_markdown
+from simulator.runs import (
+    CONFIG,
+    SUMMARY,
+    read_config,
+    read_events,
+    read_run_info,
+    read_summary,
+    run_dirs,
+    write_text,
+)
 
 # CIFAR-10-C / ImageNet-C order (Hendrycks & Dietterich, 2019): noise, blur, weather, digital.
 BENCHMARK_CORRUPTIONS = (
@@ -169,7 +177,7 @@ def domain_results(run_dir: str | Path, summary: Mapping[str, Any] | None = None
     """Per-domain samples, accuracy and uploads of a run: from summary.json's ``per_domain``, or
     (for summaries without it) from the ``sample`` rows of events.parquet by their ``domain``."""
     run_dir = Path(run_dir)
-    summary = summary if summary is not None else _read_json(run_dir / "summary.json")
+    summary = summary if summary is not None else read_summary(run_dir)
     per_domain = summary.get("per_domain")
     if per_domain:
         return {
@@ -184,7 +192,7 @@ def domain_results(run_dir: str | Path, summary: Mapping[str, Any] | None = None
 def domain_results_from_events(run_dir: str | Path) -> dict[str, DomainResult]:
     """Per-domain numbers recomputed from the per-sample events (the ``domain`` column)."""
     columns = ["kind", "domain", "correct", "uploaded"]
-    events = pd.read_parquet(Path(run_dir) / "events.parquet", columns=columns)
+    events = read_events(run_dir, columns=columns)
     samples = events[events["kind"] == "sample"]
     results = {}
     for domain, group in samples.groupby("domain", observed=True, sort=True):
@@ -196,22 +204,20 @@ def domain_results_from_events(run_dir: str | Path) -> dict[str, DomainResult]:
     return results
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        return {}
+def _config(run_dir: Path) -> dict[str, Any]:
+    """The run's config.yaml, empty for a run without one."""
+    return (read_config(run_dir) or {}) if (run_dir / CONFIG).is_file() else {}
 
 
 def read_run(run_dir: str | Path) -> RunRecord:
     """One run folder as a :class:`RunRecord` (config.yaml and run.json are optional)."""
     run_dir = Path(run_dir)
-    summary = _read_json(run_dir / "summary.json")
-    if not summary:
-        raise FileNotFoundError(f"no summary.json in {run_dir}")
-    config_path = run_dir / "config.yaml"
-    config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
-    params = dict(_read_json(run_dir / "run.json").get("params", {}))
+    try:
+        summary = read_summary(run_dir)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no {SUMMARY} in {run_dir}") from None
+    config = _config(run_dir)
+    params = dict(read_run_info(run_dir).get("params", {}))
     seed = summary.get("seed", params.get("seed", config.get("seed")))
     devices = summary.get("devices", config_value(config, "fleet.devices"))
     if seed is None or devices is None:
@@ -268,10 +274,7 @@ def method_names(paths: Iterable[str | Path], labels: Mapping[str, str] | None =
     under ``paths``, each once; reads only summary.json and config.yaml, so it is cheap."""
     names = []
     for run_dir in collect_run_dirs(paths):
-        summary = _read_json(run_dir / "summary.json")
-        config_path = run_dir / "config.yaml"
-        config = yaml.safe_load(config_path.read_text()) if config_path.is_file() else {}
-        run = RunRecord(run_dir, 0, 0, config or {}, {}, summary)
+        run = RunRecord(run_dir, 0, 0, _config(run_dir), {}, read_summary(run_dir))
         names.append(key_value(run, "method", labels))
     return sorted(dict.fromkeys(names), key=method_rank)
 
@@ -567,13 +570,6 @@ def caption(table: pd.DataFrame) -> str:
     )
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def table_paths(out: str | Path) -> tuple[Path, Path]:
     """``<out>.md`` and ``<out>.tex``; an ``out`` ending in ``.md`` or ``.tex`` names the same
     pair (``t.md`` -> t.md, t.tex)."""
@@ -590,8 +586,8 @@ def write_table(
     (paths: :func:`table_paths`)."""
     text = caption_text if caption_text is not None else caption(table)
     md, tex = table_paths(out)
-    _atomic_write(md, f"{text}\n\n{to_markdown(table)}")
-    _atomic_write(tex, to_latex(table, caption=text, label=label))
+    write_text(md, f"{text}\n\n{to_markdown(table)}")
+    write_text(tex, to_latex(table, caption=text, label=label))
     return md, tex
 
 

@@ -300,7 +300,7 @@ def plot_growth(rows: list[dict], path: Path) -> None:
 PROFILE_PARTS = [
     ("edge forward (executor passes)", "executor.py", "_forward_rows"),
     ("edge forward (naive)", "executor.py", "_forward_naive"),
-    ("image loading + corruption", "engine.py", "many"),
+    ("image loading + corruption", "loader.py", "many"),
     ("cloud adapter (teacher + edge steps)", None, "observe"),
     ("upload encoding (JPEG sizes)", "payload.py", "encoded_sizes"),
     ("upload policy", None, "select"),
@@ -313,7 +313,8 @@ PROFILE_PARTS = [
 
 def profile(args: argparse.Namespace) -> None:
     from simulator.config import load_scenario
-    from simulator.engine import run_scenario, write_run
+    from simulator.engine import run_scenario
+    from simulator.runs import write_run
 
     scenario = load_scenario(ROOT / "scenarios" / "synthetic_quickstart.yaml")
     profiler = cProfile.Profile()

@@ -34,6 +34,7 @@ from pydantic import (
 from simulator.hardware import CLOUD_PROFILES, CloudProfile, HardwareProfile
 from simulator.plugins import PluginError, import_plugin, is_path, load_entry_points
 from simulator.registry import Registry
+from simulator.traces.model import TraceEnd
 from simulator.traces.readers import TraceFormat
 
 # --------------------------------------------------------------------------------------------------
@@ -80,7 +81,6 @@ CorruptionSource = Literal["generated", "folder"]
 StreamSchedule = Literal["continual", "random"]
 Arrival = Literal["fixed", "poisson"]
 LatencyDist = Literal["constant", "normal", "lognormal", "empirical"]
-TraceEnd = Literal["loop", "hold"]
 Encoding = Literal["raw", "jpeg", "png"]
 CloudScope = Literal["shared", "per_device"]
 CloudSchedule = Literal["fifo", "round_robin", "oldest_first"]
@@ -257,12 +257,6 @@ def per_device_value(value: float | list[float], device: int) -> float:
     return value[device % len(value)] if isinstance(value, list) else value
 
 
-_DATASET_VARIANTS = {
-    "synthetic": ("auto", "standard"),
-    "cifar10": ("auto", "standard", "exact_prefix", "jpeg", "embedded"),
-}
-
-
 class DatasetConfig(Section):
     """Which images the devices see."""
 
@@ -316,8 +310,10 @@ class DatasetConfig(Section):
     @field_validator("variant")
     @classmethod
     def _known_variant(cls, v: str, info: ValidationInfo) -> str:
+        from simulator.data.datasets import DATASET_VARIANTS, PLAIN_VARIANTS
+
         name = info.data.get("name")
-        if name == "imagefolder" and v not in ("auto", "standard"):
+        if name == "imagefolder" and v not in PLAIN_VARIANTS:
             from simulator.data.corruptions import CORRUPTIONS
 
             corruption, _, severity = v.partition("/")
@@ -326,8 +322,8 @@ class DatasetConfig(Section):
                     "imagefolder variant must be auto or <corruption>/<severity 1-5> (e.g. "
                     f"fog/5); corruptions: {', '.join(CORRUPTIONS.names())}"
                 )
-        elif name in _DATASET_VARIANTS and v not in _DATASET_VARIANTS[name]:
-            raise ValueError(f"not a {name} variant; allowed: {', '.join(_DATASET_VARIANTS[name])}")
+        elif name in DATASET_VARIANTS and v not in DATASET_VARIANTS[name]:
+            raise ValueError(f"not a {name} variant; allowed: {', '.join(DATASET_VARIANTS[name])}")
         return v
 
     @field_validator("corruption_source")
@@ -771,9 +767,7 @@ class RoutingConfig(PluginSection):
 
     registry_at = "policies.routing:ROUTING_POLICIES"
 
-    name: str = Field(
-        "edge_only", description="routing policy: edge_only (default) or edgefm (policies/routing)"
-    )
+    name: str = Field("edge_only", description="routing policy (fleetsim list routing)")
 
 
 BudgetMs = float | list[float] | dict[str, float]

@@ -327,3 +327,52 @@ def summarize_selection(events: pd.DataFrame, group_of: dict[int, str]) -> dict[
         "per_profile": per_profile,
         "per_device": per_device,
     }
+
+
+def merge_selection(summary: dict[str, Any], selection: dict[str, Any]) -> None:
+    """Model-selection figures (:func:`summarize_selection`) into the summary: headline keys, per
+    profile and per device."""
+    per_profile = selection.pop("per_profile")
+    per_device = selection.pop("per_device")
+    summary.update(selection)
+    groups = summary.setdefault("per_profile", {})
+    for name, figures in per_profile.items():
+        groups.setdefault(name, {}).update(figures)
+    for row in summary["per_device"]:
+        row.update(per_device.get(row["device"], {}))
+
+
+def summarize_energy(per_device: list[dict[str, Any]], samples: int, macs: int) -> dict[str, Any]:
+    """Fleet energy from the devices' own rows (``profile``, ``compute_s`` and the energies each
+    device reports, :meth:`simulator.fleet.device.EdgeDevice.energy_summary`): totals, energy per
+    inference, and per hardware profile. ``macs`` is the edge model's MACs per image."""
+    totals = {"compute_s": 0.0, "energy_compute_j": 0.0, "energy_radio_j": 0.0}
+    per_profile: dict[str, dict[str, float]] = {}
+    for row in per_device:
+        group = per_profile.setdefault(
+            str(row["profile"]), {"devices": 0, "samples": 0, "correct": 0.0, "energy_j": 0.0}
+        )
+        group["devices"] += 1
+        group["samples"] += row["samples"]
+        group["correct"] += row["accuracy"] * row["samples"]
+        group["energy_j"] += row["energy_j"]
+        for key in totals:
+            totals[key] += row[key]
+    energy = totals["energy_compute_j"] + totals["energy_radio_j"]
+    return {
+        "edge_macs_per_image": macs,
+        "energy_j": energy,
+        "energy_compute_j": totals["energy_compute_j"],
+        "energy_radio_j": totals["energy_radio_j"],
+        "energy_per_inference_j": energy / max(samples, 1),
+        "per_profile": {
+            name: {
+                "devices": g["devices"],
+                "samples": g["samples"],
+                "accuracy": g["correct"] / max(g["samples"], 1),
+                "energy_j": g["energy_j"],
+                "energy_per_inference_j": g["energy_j"] / max(g["samples"], 1),
+            }
+            for name, g in sorted(per_profile.items())
+        },
+    }

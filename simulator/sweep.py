@@ -25,9 +25,7 @@ import contextlib
 import hashlib
 import itertools
 import json
-import os
 import re
-import shutil
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator
@@ -46,9 +44,15 @@ from simulator.config import (
     rebase_path,
     scenario_from_dict,
 )
+from simulator.runs import (
+    MANIFEST,
+    check_run_dir,
+    is_finished,
+    remove_leftovers,
+    write_json,
+    write_run,
+)
 
-MANIFEST = "sweep.json"
-RUN_INFO = "run.json"
 _NAME_LIMIT = 180
 _UNSAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
@@ -327,17 +331,11 @@ def execute_run(
 ) -> dict[str, Any]:
     """Run one resolved scenario into ``out_dir`` atomically; never raises for a failing run.
 
-    The run folder (config.yaml, events.parquet, summary.json and ``run.json`` with the config
-    hash) is assembled in a temporary sibling and renamed into place, so an interrupted run leaves
-    nothing half-written. Returns ``{"status": "finished"|"failed", ...}`` with the traceback.
+    The run folder (:mod:`simulator.runs`: config.yaml, events.parquet, summary.json and
+    ``run.json`` with the config hash) is assembled in a staging sibling and renamed into place, so
+    an interrupted run leaves nothing half-written. Returns ``{"status": "finished"|"failed", ...}`` with the traceback.
     """
-    from simulator.engine import (
-        check_run_dir,
-        make_staging_dir,
-        replace_dir,
-        run_scenario,
-        write_run,
-    )
+    from simulator.engine import run_scenario
 
     if threads:
         import torch
@@ -348,13 +346,7 @@ def execute_run(
     try:
         check_run_dir(target, "run folder", sweep_run=True)  # never one that is not a run's
         result = run_scenario(scenario_from_dict(resolved), device=device)
-        staging = make_staging_dir(f".{target.name}.run-", target.parent)
-        try:
-            write_run(result, staging / "run")
-            (staging / "run" / RUN_INFO).write_text(json.dumps(info, indent=2) + "\n")
-            replace_dir(staging / "run", target)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
+        write_run(result, target, run_info=info)
     except Exception as exc:  # one failing run must not stop the sweep
         return {
             "status": "failed",
@@ -476,28 +468,6 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def is_finished(run_dir: Path, expected_hash: str) -> bool:
-    """Whether ``run_dir`` holds a complete run of the config with ``expected_hash``."""
-    try:
-        info = json.loads((run_dir / RUN_INFO).read_text())
-    except (OSError, ValueError):
-        return False
-    return (run_dir / "summary.json").is_file() and info.get("config_hash") == expected_hash
-
-
-def _remove_leftovers(out: Path) -> None:
-    """Temporary folders of runs killed mid-write (e.g. ``kill -9``) from an earlier attempt."""
-    for child in out.glob(".*"):
-        if child.is_dir() and re.search(r"\.(run|tmp|old)-", child.name):
-            shutil.rmtree(child, ignore_errors=True)
-
-
 ProgressHook = Callable[[str, dict[str, Any]], None]
 
 
@@ -529,7 +499,7 @@ def run_sweep(
         resolve_device(device)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(out)
+    remove_leftovers(out)
     try:  # an earlier attempt's manifest: what it knew of the runs skipped now
         before = json.loads((out / MANIFEST).read_text())
         earlier = {e["name"]: e for e in before.get("runs", []) if isinstance(e, dict)}
@@ -580,7 +550,7 @@ def run_sweep(
         for e in entries.values():
             counts[e["status"]] = counts.get(e["status"], 0) + 1
         manifest["counts"] = counts
-        _write_json(out / MANIFEST, manifest)
+        write_json(out / MANIFEST, manifest)
 
     save()
     if executor == "dask":
@@ -601,7 +571,7 @@ def run_sweep(
             close = getattr(results, "close", None)
             if close:
                 close()
-            _remove_leftovers(out)
+            remove_leftovers(out)
             for e in entries.values():
                 if e["status"] == "pending":
                     e["status"] = "interrupted"

@@ -17,8 +17,7 @@ from analysis.load import load_events, load_runs
 from analysis.report import figure
 from simulator.cli import app
 from simulator.sweep import SweepSpec, plan_sweep, run_sweep
-from tests.conftest import tiny_scenario_dict
-from tests.test_sweep import fake_run_scenario
+from tests.conftest import fake_run_scenario, tiny_scenario_dict
 
 POLICIES = ["none", "random", "cema"]
 

@@ -16,9 +16,8 @@ from analysis.paired import paired_comparison
 from analysis.report import KINDS, figure, reference_runs, with_methods
 from simulator.cli import app
 from simulator.sweep import SweepSpec, plan_sweep, run_sweep
-from tests.conftest import tiny_scenario_dict
+from tests.conftest import fake_run_scenario, tiny_scenario_dict
 from tests.test_analysis import _close_figures, _legend  # noqa: F401 (autouse fixture)
-from tests.test_sweep import fake_run_scenario
 from tests.test_tta_table import reset_sweep, write_run
 
 runner = CliRunner()

@@ -13,6 +13,7 @@ from tests.conftest import tiny_scenario_dict
 runner = CliRunner()
 
 
+@pytest.mark.slow
 def test_run_writes_the_three_files_and_prints_a_summary(tmp_path: Path, tiny_yaml: Path):
     out = tmp_path / "out"
     result = runner.invoke(app, ["run", str(tiny_yaml), "--out", str(out), "--set", "seed=2"])
@@ -23,6 +24,7 @@ def test_run_writes_the_three_files_and_prints_a_summary(tmp_path: Path, tiny_ya
     assert "delivered accuracy" not in result.output  # edge_only: every answer is the edge's
 
 
+@pytest.mark.slow
 def test_run_with_edgefm_routing_prints_delivered_accuracy_latency_and_offloads(
     tmp_path: Path, tiny_yaml: Path
 ):
@@ -263,7 +265,7 @@ def test_run_never_replaces_a_folder_that_is_not_a_run_and_checks_out_before_sim
 
 
 def test_run_replaces_an_earlier_run_folder_readable_as_a_plain_folder(
-    tmp_path: Path, tiny_yaml: Path
+    tmp_path: Path, tiny_yaml: Path, fake_engine
 ):
     import os
 
@@ -298,9 +300,9 @@ def test_ctrl_c_during_a_run_says_nothing_was_written(tmp_path: Path, tiny_yaml:
 
 
 def test_a_run_folder_keeps_taking_runs_after_plot_but_a_sweeps_run_is_left_to_the_sweep(
-    tmp_path: Path, tiny_yaml: Path, monkeypatch
+    tmp_path: Path, tiny_yaml: Path, monkeypatch, fake_engine
 ):
-    import simulator.engine
+    import simulator.runs
 
     out = tmp_path / "run"
     assert runner.invoke(app, ["run", str(tiny_yaml), "--out", str(out)]).exit_code == 0
@@ -314,9 +316,9 @@ def test_a_run_folder_keeps_taking_runs_after_plot_but_a_sweeps_run_is_left_to_t
     assert refused.exit_code == 2 and "only `fleetsim sweep` replaces" in refused.output
     # the write test is made where the run is written: next to the folder, in its parent
     probed = []
-    monkeypatch.setattr(simulator.engine, "_probe", lambda folder, *a: probed.append(folder))
-    simulator.engine.check_run_dir(tmp_path / "new" / "deeper")
-    simulator.engine.check_run_dir(tmp_path / "run2")
+    monkeypatch.setattr(simulator.runs, "_probe", lambda folder, *a: probed.append(folder))
+    simulator.runs.check_run_dir(tmp_path / "new" / "deeper")
+    simulator.runs.check_run_dir(tmp_path / "run2")
     assert probed == [tmp_path, tmp_path]
 
 

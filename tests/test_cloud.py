@@ -12,7 +12,7 @@ from simulator.config import ScenarioError, scenario_from_dict
 from simulator.engine import run_scenario
 from simulator.fleet.cloud import Cloud
 from simulator.fleet.cloud_time import CloudTime
-from simulator.fleet.device import NormState, UploadMessage
+from simulator.fleet.messages import NormState, UploadMessage
 from simulator.metrics import EventRecorder
 from tests.conftest import tiny_scenario_dict
 

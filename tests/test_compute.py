@@ -89,12 +89,12 @@ def test_a_run_records_its_compute_device_and_equals_the_default(no_gpu: None):
 
 
 def test_a_run_on_a_missing_gpu_fails_before_any_work(no_gpu: None, monkeypatch):
-    import simulator.engine as engine
+    import simulator.build as build
 
     def never(*args, **kwargs):
         raise AssertionError("the dataset was loaded before the device was checked")
 
-    monkeypatch.setattr(engine, "create_dataset", never)
+    monkeypatch.setattr(build, "create_dataset", never)
     with pytest.raises(ValueError, match="needs an NVIDIA GPU"):
         run_scenario(scenario_from_dict(tiny_scenario_dict()), device="cuda")
 
@@ -117,6 +117,7 @@ def test_cli_run_and_sweep_refuse_a_bad_device_and_write_nothing(
         assert not out.exists()
 
 
+@pytest.mark.slow
 def test_cli_run_on_the_cpu_records_it(tmp_path: Path, tiny_yaml: Path, no_gpu: None):
     out = tmp_path / "run"
     args = ["run", str(tiny_yaml), "--out", str(out), "--device", "auto", "--no-progress"]
@@ -126,6 +127,7 @@ def test_cli_run_on_the_cpu_records_it(tmp_path: Path, tiny_yaml: Path, no_gpu: 
     assert re.search(r"wall time\s+│\s+[\d.]+ s on cpu", result.output)
 
 
+@pytest.mark.slow
 def test_sweep_manifest_records_the_device(tmp_path: Path, tiny_yaml: Path, no_gpu: None):
     out = tmp_path / "sweep"
     args = ["sweep", str(tiny_yaml), "--out", str(out), "--device", "cpu", "--no-progress"]

@@ -14,8 +14,8 @@ import torch
 from simulator.data.cache import CorruptionCache, default_cache_root
 from simulator.data.corruptions import corrupt
 from simulator.data.datasets import create_dataset
+from simulator.data.loader import BatchLoader
 from simulator.data.streams import DeviceStream, Domain
-from simulator.engine import BatchLoader
 from simulator.registry import UnknownNameError
 
 

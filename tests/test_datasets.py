@@ -22,10 +22,12 @@ from simulator.data.datasets import (
     create_dataset,
 )
 from simulator.registry import UnknownNameError
+from tests.conftest import SHARED_CIFAR, needs_shared
 
-SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10"
-needs_shared_cifar = pytest.mark.skipif(
-    not (SHARED_CIFAR / "test_exact_prefix.npz").is_file(), reason="shared CIFAR-10 npz absent"
+needs_shared_cifar = needs_shared(
+    SHARED_CIFAR / "test_exact_prefix.npz",
+    SHARED_CIFAR / "test_jpeg.npz",
+    SHARED_CIFAR / "train_jpeg_bytes.npz",
 )
 
 

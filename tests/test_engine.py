@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from simulator.config import scenario_from_dict
-from simulator.engine import run_scenario, write_run
+from simulator.engine import run_scenario
 from simulator.fleet.cloud import AFFINE_FIELDS
 from simulator.models.norm import norm_state_nbytes
 from simulator.models.zoo import create_model
+from simulator.runs import write_run
 from tests.conftest import tiny_scenario_dict
 
 

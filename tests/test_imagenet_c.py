@@ -15,7 +15,8 @@ from safetensors.torch import save_file
 from simulator.adaptation import ADAPTERS
 from simulator.config import ScenarioError, scenario_from_dict
 from simulator.data.datasets import CorruptedFolder, DatasetError, create_dataset
-from simulator.engine import BatchLoader, run_scenario
+from simulator.data.loader import BatchLoader
+from simulator.engine import run_scenario
 from simulator.models.norm import get_norm_state
 from simulator.models.zoo import ModelError, create_model, find_timm_weights
 from tests.conftest import tiny_scenario_dict
@@ -338,10 +339,10 @@ def test_cli_run_reports_a_missing_domain_folder_without_a_traceback(tree, tmp_p
 
 
 def test_the_routing_foundation_model_is_the_pretrained_teacher_too(tree, offline_cache):
-    from simulator.engine import _foundation_model
+    from simulator.build import foundation_model
 
     scenario = scenario_from_dict(_scenario(tree, cloud__adapter="none"))
-    model = _foundation_model(scenario, None, len(WNIDS))  # no adapter teacher: built for routing
+    model = foundation_model(scenario, None, len(WNIDS))  # no adapter teacher: built for routing
     net, mean, std = _direct(TEACHER, 101)
     x = torch.rand(2, 3, SIDE, SIDE)
     with torch.no_grad():

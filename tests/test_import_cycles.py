@@ -1,5 +1,6 @@
-"""No import cycles in the plug-in packages, the schema and analysis: no module imports another that
-imports it back (a package's ``__init__`` included), read from the source's import statements."""
+"""No import cycles in the plug-in packages, the schema, the fleet, the engine, the run folder and
+analysis: no module imports another that imports it back (a package's ``__init__`` included), read
+from the source's import statements (those under ``if TYPE_CHECKING:`` and in functions too)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,16 @@ PACKAGES = ("simulator", "policies", "analysis")
 CHECKED = (
     "policies",
     "simulator.adaptation",
+    "simulator.build",
     "simulator.cli",
     "simulator.config",
+    "simulator.engine",
+    "simulator.fleet",
+    "simulator.metrics",
     "simulator.plugins",
     "simulator.registry",
+    "simulator.runs",
+    "simulator.sweep",
     "analysis",
 )
 
@@ -75,3 +82,21 @@ def test_plugin_packages_schema_and_analysis_lie_on_no_import_cycle():
     assert len(checked) > 30
     cycles = {m: cycle_through(graph, m) for m in checked}
     assert {m: c for m, c in cycles.items() if c} == {}
+
+
+def test_the_cloud_and_the_devices_meet_only_in_their_messages():
+    graph = import_graph()
+    assert "simulator.fleet.device" not in graph["simulator.fleet.cloud"]
+    assert "simulator.fleet.cloud" not in graph["simulator.fleet.device"]
+    assert "simulator.fleet.messages" in graph["simulator.fleet.cloud"]
+    assert "simulator.fleet.messages" in graph["simulator.fleet.device"]
+    assert not {m for m in graph["simulator.config"] if m.startswith("simulator.fleet")}
+
+
+def test_the_run_folder_and_analysis_do_not_reach_into_the_engine():
+    graph = import_graph()
+    assert not graph["simulator.runs"] & {"simulator.engine", "simulator.build", "simulator.sweep"}
+    for module in (m for m in graph if m.startswith("analysis")):
+        assert not {
+            t for t in graph[module] if t.startswith(("simulator.engine", "simulator.build"))
+        }

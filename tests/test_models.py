@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -21,14 +19,12 @@ from simulator.models.zoo import (
     list_models,
     model_info,
 )
+from tests.conftest import SHARED_CIFAR, SHARED_MODELS, needs_shared
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CIFAR_NPZ = SHARED / "data" / "cifar10"
-CIFAR_MODELS = SHARED / "models" / "cifar10"
-needs_shared = pytest.mark.skipif(
-    not (CIFAR_NPZ / "test_jpeg.npz").is_file()
-    or not (CIFAR_MODELS / "resnet56-4bfd9763.th").is_file(),
-    reason="shared CIFAR-10 data or akamaster checkpoints absent",
+CIFAR_NPZ = SHARED_CIFAR
+CIFAR_MODELS = SHARED_MODELS
+needs_cifar_data_and_models = needs_shared(
+    CIFAR_NPZ / "test_jpeg.npz", CIFAR_MODELS / "resnet56-4bfd9763.th"
 )
 
 
@@ -89,7 +85,7 @@ def test_model_info_describes_dataset_params_and_weights():
 # ---------------------------------------------------------------- CIFAR-10 pretrained
 
 
-@needs_shared
+@needs_cifar_data_and_models
 @pytest.mark.parametrize(
     ("name", "exact", "jpeg"), [("resnet20", 0.9164, 0.8073), ("resnet56", 0.9272, 0.8289)]
 )
@@ -105,7 +101,7 @@ def test_pretrained_cifar_resnets_match_the_reference_figures(name, exact, jpeg)
     assert evaluate(model, x, y) == pytest.approx(jpeg, abs=0.003)
 
 
-@needs_shared
+@needs_cifar_data_and_models
 def test_shipped_cifar_teacher_is_clean_accurate_and_far_more_corruption_robust():
     # figures of simulator/models/weights/README.md (fleetsim zoo build --name resnet56-augmix)
     from simulator.data.corruptions import corrupt
@@ -118,7 +114,7 @@ def test_shipped_cifar_teacher_is_clean_accurate_and_far_more_corruption_robust(
     assert evaluate(teacher, noisy, y[:256]) > evaluate(resnet56, noisy, y[:256]) + 0.3
 
 
-@needs_shared
+@needs_cifar_data_and_models
 def test_weights_come_from_fleetsim_models_before_shared_folders(tmp_path, monkeypatch):
     state = torch.load(CIFAR_MODELS / "resnet20-12fca82f.th", map_location="cpu")
     state["state_dict"]["module.linear.bias"] = torch.full((10,), 5.0)

@@ -302,6 +302,7 @@ def test_the_example_packages_own_tests_pass(fresh_plugins, monkeypatch):
         test()
 
 
+@pytest.mark.slow
 def test_a_scenario_plugin_is_registered_in_fresh_process_pool_workers(tmp_path, fresh_plugins):
     plugin = _write(tmp_path / "first_half.py", FIRST_HALF)
     data = tiny_scenario_dict(plugins=[plugin.name], fleet={"devices": 1})

@@ -4,7 +4,6 @@ test sample and the akamaster ResNet-20 weights, found without ../shared, the ca
 import fnmatch
 import hashlib
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,10 +14,10 @@ from simulator.data import datasets
 from simulator.data.datasets import DatasetError, create_dataset, embedded_cifar10_path
 from simulator.models import zoo
 from simulator.models.zoo import create_model, weights_dir, weights_status
+from tests.conftest import REPO, SHARED_CIFAR, needs_shared
 
-REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "scenarios" / "quickstart.yaml"
-SHARED_EXACT = REPO.parent / "shared" / "data" / "cifar10" / "test_exact_prefix.npz"
+SHARED_EXACT = SHARED_CIFAR / "test_exact_prefix.npz"
 
 # simulator/data/embedded/SOURCE.md
 EMBEDDED_X_MD5 = "7d8bc235c1912e44de22342559a2ca4e"
@@ -62,7 +61,7 @@ def test_embedded_cifar10_sample_matches_its_provenance(offline):
     assert create_dataset("cifar10", variant="embedded", size=100).images.shape[0] == 100
 
 
-@pytest.mark.skipif(not SHARED_EXACT.is_file(), reason="../shared/data/cifar10 absent")
+@needs_shared(SHARED_EXACT)
 def test_embedded_sample_is_the_first_512_bit_exact_test_images():
     with np.load(SHARED_EXACT) as npz:
         x, y = npz["x"][:512], npz["y"][:512]

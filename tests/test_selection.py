@@ -14,10 +14,12 @@ from pydantic import ValidationError
 from policies.selection import SELECTION_POLICIES, load_family
 from policies.selection.adaptivenet import AdaptiveNetConfig, AdaptiveNetSelection
 from policies.selection.family import FamilyError, ModelFamily, family_dir, measure_family
+from simulator.build import STREAM, seeded_rng
 from simulator.config import ScenarioError, SelectionConfig, scenario_from_dict
 from simulator.data.datasets import create_dataset, make_synthetic
+from simulator.data.loader import BatchLoader
 from simulator.data.streams import build_stream
-from simulator.engine import _STREAM, BatchLoader, _rng, run_scenario
+from simulator.engine import run_scenario
 from simulator.models.flops import count_macs
 from simulator.models.zoo import create_model
 from tests.conftest import tiny_scenario_dict
@@ -240,7 +242,7 @@ def test_devices_with_different_profiles_run_different_members(synthetic_family)
     assert summary["upload_bytes"] == 0 and result.extra["executor"]["rows"] == len(samples)
     # the first batch of the Xavier ran on the teacher: its predictions are the teacher's own
     dataset = create_dataset("synthetic", size=512, seed=0)
-    stream = build_stream(scenario.stream, 1, len(dataset), _rng(0, _STREAM, 1))
+    stream = build_stream(scenario.stream, 1, len(dataset), seeded_rng(0, STREAM, 1))
     images = BatchLoader(dataset, 0)(stream, 0)
     with torch.inference_mode():
         alone = create_model("synthetic_teacher")(images.float() / 255).argmax(1).numpy()

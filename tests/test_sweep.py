@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -14,65 +12,8 @@ from typer.testing import CliRunner
 from simulator import sweep
 from simulator.cli import app
 from simulator.config import ScenarioError
-from simulator.engine import RunResult
 from simulator.sweep import SweepSpec, expand, parse_values, plan_sweep, run_name, run_sweep
-from tests.conftest import tiny_scenario_dict
-
-
-def fake_run_scenario(scenario, progress=None, device="cpu") -> RunResult:
-    """A stand-in for the engine: seeded events and a summary computed from them, in milliseconds."""
-    uplink = float(np.mean(scenario.network.uplink_mbps))
-    policy = scenario.policy.name
-    rng = np.random.default_rng([scenario.seed, int(uplink * 100), len(policy)])
-    share = {"none": 0.0, "all": 1.0, "random": 0.3}.get(policy, 0.4)
-    p_correct = 0.3 + 0.3 * share * min(uplink, 1.0)
-    rows = []
-    for device in range(2):
-        for i in range(64):
-            t = 0.25 * (i // 8) + 0.01 * device
-            domain = "gaussian_noise/5" if i < 32 else "contrast/5"
-            uploaded = bool(rng.random() < share)
-            rows.append(
-                {
-                    "kind": "sample",
-                    "sim_time_s": t,
-                    "device": device,
-                    "domain": domain,
-                    "correct": bool(rng.random() < p_correct),
-                    "uploaded": uploaded,
-                }
-            )
-    updates = [
-        {"kind": "update", "sim_time_s": 0.5 + 0.5 * k, "device": 0, "steps": 1, "queue_s": 0.1 * k}
-        for k in range(3 if share else 0)
-    ]
-    events = pd.DataFrame(rows + updates)
-    samples = events[events["kind"] == "sample"]
-    uploaded = int(samples["uploaded"].sum())
-    summary = {
-        "samples": len(samples),
-        "accuracy": float(samples["correct"].mean()),
-        "uploaded_samples": uploaded,
-        "upload_fraction": uploaded / len(samples),
-        "upload_bytes": uploaded * 1000,
-        "download_bytes": 500 * len(updates),
-        "updates": len(updates),
-        "cloud_steps": len(updates),
-        "per_domain": {},
-        "per_device": [],
-        "scenario": scenario.name,
-        "seed": scenario.seed,
-        "policy": policy,
-        "adapter": scenario.cloud.adapter,
-        "sim_time_s": float(events["sim_time_s"].max()),
-        "wall_time_s": 0.001,
-    }
-    return RunResult(scenario, events, summary)
-
-
-@pytest.fixture
-def fake_engine(monkeypatch):
-    monkeypatch.setattr("simulator.engine.run_scenario", fake_run_scenario)
+from tests.conftest import fake_run_scenario, tiny_scenario_dict
 
 
 def _write(tmp_path: Path, data: dict) -> Path:
@@ -236,6 +177,7 @@ def test_ctrl_c_leaves_no_half_written_run_folder(tmp_path, monkeypatch):
     assert [r["status"] for r in manifest["runs"]] == ["finished", "interrupted", "interrupted"]
 
 
+@pytest.mark.slow
 def test_dask_local_cluster_gives_the_same_summaries_as_the_local_executor(tmp_path):
     data = tiny_scenario_dict(
         stream__samples_per_device=64, stream__segment_samples=32, dataset__size=128

@@ -18,12 +18,10 @@ from simulator.fleet.links import FleetNetwork
 from simulator.fleet.network import Latency
 from simulator.traces import SHIPPED, TraceError, read_rtt, read_trace, resolve_rtt, resolve_trace
 from simulator.traces.shipped import derive
-from tests.conftest import SHARED, tiny_scenario_dict
+from tests.conftest import SHARED, needs_shared, tiny_scenario_dict
 
 FIVEGOPHERS = SHARED / "data" / "traces" / "5gophers"
-needs_5gophers = pytest.mark.skipif(
-    not FIVEGOPHERS.is_dir(), reason="the real 5Gophers files live in ../shared/data/traces"
-)
+needs_5gophers = needs_shared(FIVEGOPHERS)
 runner = CliRunner()
 
 

@@ -470,7 +470,7 @@ def test_cli_match_budget_prints_p_and_sweep_arguments(tmp_path):
 def test_a_real_engine_run_is_read_and_random_at_its_budget_spends_about_as_much(tmp_path):
     from simulator.config import scenario_from_dict
     from simulator.engine import run_scenario
-    from simulator.engine import write_run as write_engine_run
+    from simulator.runs import write_run as write_engine_run
     from tests.conftest import tiny_scenario_dict
 
     def run(folder: Path, **changes) -> Path:

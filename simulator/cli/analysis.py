@@ -43,8 +43,8 @@ def plot(
     ] = None,
 ) -> None:
     """Draw one paper figure (PDF + PNG) from run folders."""
-    from analysis.load import check_out_folder
     from analysis.report import draw
+    from simulator.runs import check_out_folder
 
     try:
         out_dir = check_out_folder(out or runs_dirs[0] / "figures")
@@ -71,8 +71,8 @@ def report(
     ] = None,
 ) -> None:
     """All figures and tables (Markdown + LaTeX) of a sweep into one folder."""
-    from analysis.load import check_out_folder
     from analysis.report import build_report
+    from simulator.runs import check_out_folder
 
     try:
         out_dir = check_out_folder(out or runs_dirs[0] / "report")

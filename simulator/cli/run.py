@@ -129,15 +129,10 @@ def run(
 
     from simulator.config import read_scenario_yaml
     from simulator.data.datasets import DatasetError
-    from simulator.engine import (
-        OutputError,
-        check_run_dir,
-        run_scenario,
-        scenario_warnings,
-        write_run,
-    )
+    from simulator.engine import run_scenario, scenario_warnings
     from simulator.fleet.executor import EXECUTORS
     from simulator.models.zoo import ModelError
+    from simulator.runs import OutputError, check_run_dir, write_run
 
     if executor not in EXECUTORS:
         _fail(f"--executor: {executor!r} is not one of {', '.join(EXECUTORS)}")
@@ -190,10 +185,11 @@ def run(
         write_run(result, out_dir)
     except (OutputError, OSError) as exc:  # the folder changed or the disk failed during the run
         _fail(f"the run finished but its folder could not be written: {exc}")
-    _print_summary(result.summary, out_dir)
+    _print_summary(result.summary, out_dir, offloads=resolved.routing.plugin.offloads)
 
 
-def _print_summary(summary: dict, out_dir: Path) -> None:
+def _print_summary(summary: dict, out_dir: Path, offloads: bool = False) -> None:
+    """The run's headline figures (with ``offloads``, those of answers from the cloud too)."""
     table = Table(title=f"{summary['scenario']}: {summary['policy']} / {summary['adapter']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -211,7 +207,7 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
         ("simulated time", f"{summary['sim_time_s']:.1f} s"),
         ("wall time", f"{summary['wall_time_s']:.1f} s on {summary.get('compute_device', 'cpu')}"),
     ]
-    if summary.get("routing", "edge_only") != "edge_only":  # answers may come from the cloud
+    if offloads:  # answers may come from the cloud
 
         def scaled(key: str, factor: float, fmt: str) -> str:
             value = summary.get(key)
@@ -248,7 +244,9 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
     console.print(domains)
     if "model_switches" in summary:
         _print_selection(summary)
-    console.print(f"results: {escape(str(out_dir))}/summary.json, events.parquet, config.yaml")
+    from simulator.runs import CONFIG, EVENTS, SUMMARY
+
+    console.print(f"results: {escape(str(out_dir))}/{SUMMARY}, {EVENTS}, {CONFIG}")
 
 
 def _print_selection(summary: dict) -> None:

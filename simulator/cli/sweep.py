@@ -81,7 +81,7 @@ def sweep(
     here leaves the YAML's axes, and --set of a swept key is refused. --jobs 1 runs with all
     torch threads, --jobs 2+ with one per run; the last digits of the numbers depend on it, so
     resume with the --jobs the sweep started with."""
-    from simulator.engine import OutputError, check_writable
+    from simulator.runs import OutputError, check_writable
     from simulator.sweep import SweepSpec, parse_values, plan_sweep, run_sweep
 
     if scheduler is not None and executor is not Executor.dask:

@@ -23,6 +23,7 @@ import tarfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -260,12 +261,18 @@ def make_synthetic(size: int, *, split: str = "test", seed: int = 0) -> ImageDat
     )
 
 
+#: The variants of a dataset that has no others (synthetic; imagefolder, besides its
+#: ``<corruption>/<severity>`` folders).
+PlainVariant = Literal["auto", "standard"]
+PLAIN_VARIANTS: tuple[str, ...] = get_args(PlainVariant)
+
+
 @DATASETS.register("synthetic")
 def synthetic_dataset(
     *, split: str, root: str | Path | None, variant: str, seed: int, size: int | None
 ) -> ImageDataset:
     """Procedural 10-class 32x32 shapes and textures; no download, deterministic per seed."""
-    if variant not in ("auto", "standard"):
+    if variant not in PLAIN_VARIANTS:
         raise DatasetError(f"dataset 'synthetic' has no variant {variant!r}; allowed: auto")
     return make_synthetic(size or SYNTHETIC_DEFAULT_SIZE[split], split=split, seed=seed)
 
@@ -287,7 +294,13 @@ CIFAR10_CLASSES = [
 ]
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
-CIFAR10_VARIANTS = ("auto", "standard", "exact_prefix", "jpeg", "embedded")
+Cifar10Variant = Literal["auto", "standard", "exact_prefix", "jpeg", "embedded"]
+CIFAR10_VARIANTS: tuple[str, ...] = get_args(Cifar10Variant)
+#: The datasets whose variants are a fixed list, with that list.
+DATASET_VARIANTS: dict[str, tuple[str, ...]] = {
+    "synthetic": PLAIN_VARIANTS,
+    "cifar10": CIFAR10_VARIANTS,
+}
 EMBEDDED_CIFAR10_FILE = "cifar10_test_exact_512.npz"
 EMBEDDED_CIFAR10_SIZE = 512
 _PICKLE_DIR = "cifar-10-batches-py"
@@ -548,7 +561,7 @@ def imagefolder_dataset(
             "environment variable FLEETSIM_IMAGENET)"
         )
     base = Path(root).expanduser()
-    if variant not in ("auto", "standard"):
+    if variant not in PLAIN_VARIANTS:
         base = base / variant
     elif (base / split).is_dir():
         base = base / split

@@ -16,15 +16,12 @@ from __future__ import annotations
 import bisect
 import math
 from pathlib import Path
-from typing import Literal
 
-from simulator.traces.model import check_trace
+from simulator.traces.model import TraceEnd, check_trace
 
 # Rate changes closer than this to "now" count as already passed, so floating-point round-off in
 # ``now + (t_change - now)`` can never leave a link waiting for a change that is a femtosecond away.
 TIME_TOLERANCE_S = 1e-9
-
-TraceEnd = Literal["loop", "hold"]
 
 
 class ConstantRate:

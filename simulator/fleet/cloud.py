@@ -1,14 +1,14 @@
 """The cloud adapter: k workers turn uploads into normalization-state updates sent back down.
 
-Arriving upload messages wait in one cloud queue. Each of ``workers`` worker processes repeatedly
-takes the next message by the scheduling policy, plus up to ``gather - 1`` more queued messages of
-the same scope (batch formation across devices), runs the adapter's real computation on their
-samples when service starts, and is then busy for the simulated time of that work
-(:class:`simulator.fleet.cloud_time.CloudTime`: from the counted MACs on a cloud hardware profile,
-or ``steps x ms_per_step``). Every
-device whose messages were served is sent its scope's state down its downlink if that state is
-newer than the version it holds (so a message that triggers no step still refreshes a device whose
-shared scope moved on through other devices' uploads).
+Arriving upload messages wait in one cloud queue (:class:`UploadQueue`, a SimPy store). Each of
+``workers`` worker processes repeatedly takes the next message by the scheduling policy, plus up
+to ``gather - 1`` more queued messages of the same scope (batch formation across devices), runs
+the adapter's real computation on their samples when service starts, and is then busy for the
+simulated time of that work (:class:`simulator.fleet.cloud_time.CloudTime`: from the counted MACs
+on a cloud hardware profile, or ``steps x ms_per_step``). Every device whose messages were served
+is sent its scope's state down its downlink if that state is newer than the version it holds (so
+a message that triggers no step still refreshes a device whose shared scope moved on through
+other devices' uploads).
 
 Scheduling policies (``cloud.schedule``):
 
@@ -25,16 +25,17 @@ state they use is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
-from typing import get_args
+from collections.abc import Callable, Generator, Mapping
+from typing import Any, get_args
 
+import numpy as np
 import simpy
 import torch
 
 from simulator.adaptation import CloudAdapter
-from simulator.adaptation.base import AdaptStats
 from simulator.config import CloudSchedule, DownlinkPayload
-from simulator.fleet.device import EdgeDevice, NormState, UploadMessage
+from simulator.fleet.cloud_time import CloudTime
+from simulator.fleet.messages import NormState, StateReceiver, UploadMessage
 from simulator.metrics import EventRecorder
 from simulator.models.norm import norm_state_nbytes
 
@@ -48,9 +49,9 @@ class Cloud:
         self,
         env: simpy.Environment,
         adapter: CloudAdapter,
-        devices: dict[int, EdgeDevice],
+        devices: Mapping[int, StateReceiver],
         workers: int,
-        step_time: Callable[[AdaptStats], float],
+        step_time: CloudTime,
         per_device_scope: bool,
         state_dtype: torch.dtype,
         header_bytes: int,
@@ -83,10 +84,7 @@ class Cloud:
         self.recorder = recorder
         self.busy_s = 0.0
         self.busy_workers = 0
-        self.queue: list[tuple[int, float, UploadMessage]] = []  # (arrival no., arrival s, msg)
-        self._arrivals = 0
-        self._last_device = -1
-        self._idle: list[simpy.Event] = []
+        self.uploads = UploadQueue(env, schedule, gather, self.scope, taken=self._taken)
         # per scope, the newest state whose simulated compute is over: (version, tensors,
         # produced_s, samples_s). With several workers the adapter may already hold a newer state
         # that another worker is still "computing"; devices never receive it before it is done.
@@ -102,58 +100,43 @@ class Cloud:
         published = self._published.get(self.scope(device))
         return 0 if published is None else published[0]
 
+    def summary(self, until_s: float) -> dict[str, Any]:
+        """The cloud's part of summary.json: how busy its workers were, what a step cost (the
+        profile or fixed time behind it, the simulated compute of the updates)."""
+        return {
+            "cloud_busy_s": self.busy_s,
+            "cloud_utilization": self.busy_s / (self.workers * until_s) if until_s else 0.0,
+            "cloud_profile": self.step_time.describe(),
+            "cloud_compute_s": float(sum(self.compute_s)),
+            "cloud_update_ms_mean": (
+                1000.0 * float(np.mean(self.compute_s)) if self.compute_s else None
+            ),
+        }
+
     def deliver(self, message: UploadMessage) -> None:
-        """Called when an upload has arrived: it joins the queue; an idle worker wakes up."""
-        self.queue.append((self._arrivals, self.env.now, message))
-        self._arrivals += 1
+        """Called when an upload has arrived: it joins the queue, which hands it to an idle
+        worker if there is one."""
+        self.uploads.put(message)
         self._record_queue()
-        if self._idle:
-            self._idle.pop(0).succeed()
+
+    def _taken(self) -> None:
+        """A worker has taken messages from the queue: it is busy from now on."""
+        self.busy_workers += 1
+        self._record_queue()
 
     def _record_queue(self) -> None:
         self.recorder.message(
-            "queue", sim_time_s=self.env.now, queue=len(self.queue), busy=self.busy_workers
+            "queue",
+            sim_time_s=self.env.now,
+            queue=len(self.uploads.items),
+            busy=self.busy_workers,
         )
-
-    # -- scheduling ----------------------------------------------------------------------------
-    def _order_key(self, item: tuple[int, float, UploadMessage]) -> tuple:
-        arrival, _, message = item
-        if self.schedule == "oldest_first":
-            return (message.sent_s, arrival)
-        if self.schedule == "round_robin":
-            turn = (message.device - self._last_device - 1) % (1 << 30)
-            return (turn, arrival)
-        return (arrival,)
-
-    def _take(self) -> list[tuple[int, float, UploadMessage]]:
-        """The next message by the schedule, plus up to ``gather - 1`` more of its scope."""
-        ordered = sorted(self.queue, key=self._order_key)
-        first = ordered[0]
-        scope = self.scope(first[2].device)
-        chosen = [first]
-        for item in ordered[1:]:
-            if len(chosen) >= self.gather:
-                break
-            if self.scope(item[2].device) == scope:
-                chosen.append(item)
-        taken = {id(item) for item in chosen}
-        self.queue = [item for item in self.queue if id(item) not in taken]
-        self._last_device = first[2].device
-        return chosen
 
     # -- service -------------------------------------------------------------------------------
     def _worker(self) -> Generator[simpy.Event, None, None]:
         while True:
-            if not self.queue:
-                wake = self.env.event()
-                self._idle.append(wake)
-                yield wake
-                continue
-            served = self._take()
-            self.busy_workers += 1
-            self._record_queue()
+            messages: list[UploadMessage] = yield self.uploads.get()
             started_s = self.env.now
-            messages = [m for _, _, m in served]
             scope = self.scope(messages[0].device)
             images = torch.cat([m.images for m in messages]).float().div_(255.0)
             stats = self.adapter.observe(scope, images)
@@ -224,6 +207,66 @@ class Cloud:
             version=version,
         )
         device.receive(state)
+
+
+class UploadQueue(simpy.Store):
+    """Uploads waiting at the cloud: a SimPy store whose ``get`` hands a free worker the next
+    message by the schedule plus up to ``gather - 1`` more queued messages of its scope (a list).
+
+    Workers wait in the store's own queue of get requests, first come first served; ``taken`` is
+    called as a worker takes its messages (the cloud counts it busy from that moment).
+    """
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        schedule: CloudSchedule,
+        gather: int,
+        scope: Callable[[int], int],
+        taken: Callable[[], None],
+    ):
+        super().__init__(env)
+        self.schedule, self.gather, self.scope, self.taken = schedule, gather, scope, taken
+        self.items: list[tuple[int, UploadMessage]] = []  # (arrival no., message)
+        self._arrivals = 0
+        self._last_device = -1
+
+    def _do_put(self, event: simpy.resources.store.StorePut) -> bool | None:
+        self.items.append((self._arrivals, event.item))
+        self._arrivals += 1
+        event.succeed()
+        return None
+
+    def _do_get(self, event: simpy.resources.store.StoreGet) -> bool | None:
+        if self.items:
+            event.succeed(self._take())
+            self.taken()
+        return True
+
+    def _order_key(self, item: tuple[int, UploadMessage]) -> tuple:
+        arrival, message = item
+        if self.schedule == "oldest_first":
+            return (message.sent_s, arrival)
+        if self.schedule == "round_robin":
+            turn = (message.device - self._last_device - 1) % (1 << 30)
+            return (turn, arrival)
+        return (arrival,)
+
+    def _take(self) -> list[UploadMessage]:
+        """The next message by the schedule, plus up to ``gather - 1`` more of its scope."""
+        ordered = sorted(self.items, key=self._order_key)
+        first = ordered[0]
+        scope = self.scope(first[1].device)
+        chosen = [first]
+        for item in ordered[1:]:
+            if len(chosen) >= self.gather:
+                break
+            if self.scope(item[1].device) == scope:
+                chosen.append(item)
+        taken = {id(item) for item in chosen}
+        self.items = [item for item in self.items if id(item) not in taken]
+        self._last_device = first[1].device
+        return [message for _, message in chosen]
 
 
 def delta_payload(

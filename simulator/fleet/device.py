@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import simpy
@@ -14,31 +14,11 @@ from policies.upload import UploadPolicy
 from simulator.data.streams import DeviceStream
 from simulator.fleet.executor import FleetExecutor
 from simulator.fleet.foundation import FoundationServer
+from simulator.fleet.messages import Deliver, LatestVersion, NormState, UploadMessage
 from simulator.fleet.network import Delivery, Link
 from simulator.fleet.selection import DeviceSelector
+from simulator.hardware import HardwareProfile
 from simulator.metrics import EventRecorder
-
-
-@dataclass
-class UploadMessage:
-    """Samples of one edge batch, delivered to the cloud."""
-
-    device: int
-    batch: int
-    images: torch.Tensor  # uint8 (n,3,H,W)
-    nbytes: int
-    sent_s: float
-
-
-@dataclass
-class NormState:
-    """A normalization state as held by a device: tensors, version, when it was produced, and
-    when the newest samples it learnt from were taken (``samples_s``; NaN for the source)."""
-
-    tensors: dict[str, torch.Tensor]
-    version: int = 0
-    produced_s: float = float("nan")
-    samples_s: float = float("nan")
 
 
 class EdgeDevice:
@@ -54,18 +34,20 @@ class EdgeDevice:
         policy: UploadPolicy,
         uplink: Link,
         downlink: Link,
-        deliver: Callable[[UploadMessage], None],
+        deliver: Deliver,
         payload_sizes: Callable[[torch.Tensor], np.ndarray],
         header_bytes: int,
         compute_s: Callable[[int], float],
         initial_state: NormState,
         recorder: EventRecorder,
-        latest_version: Callable[[int], int] | None = None,
+        latest_version: LatestVersion | None = None,
         router: RoutingPolicy | None = None,
         foundation: FoundationServer | None = None,
         answer_bytes_per_sample: int = 4,
         selector: DeviceSelector | None = None,
         report_empty_batches: bool = False,
+        hardware: HardwareProfile | None = None,
+        profile: str | None = None,
     ):
         self.env, self.id, self.stream, self.labels = env, device_id, stream, labels
         self.executor, self.policy = executor, policy
@@ -82,6 +64,8 @@ class EdgeDevice:
         self.selector = selector
         # a batch that uploads nothing still sends its header, when the cloud learns from that
         self.report_empty_batches = report_empty_batches
+        # the device's hardware profile (``compute_s`` comes from it): its energy in the summary
+        self.hardware, self.profile = hardware, profile
 
     def run(self) -> Generator[simpy.Event, None, None]:
         for b in range(self.stream.num_batches):
@@ -238,6 +222,29 @@ class EdgeDevice:
             delivered_correct=answer == labels[rows],
             latency_s=self.env.now - ready_s,
         )
+
+    def energy_summary(self, upload_bytes: int, download_bytes: int) -> dict[str, Any]:
+        """With a hardware profile, the device's part of summary.json: its profile, simulated
+        compute time, and the energy of compute and radio (empty without a profile).
+
+        Compute energy is the profile's active power over the simulated compute time (with model
+        selection, the members' actual compute); radio energy is its marginal energy per byte sent
+        and received. Idle power is not charged.
+        """
+        if self.hardware is None:
+            return {}
+        if self.selector is not None:
+            compute = self.selector.compute_total_s
+        else:
+            batches = map(self.stream.batch, range(self.stream.num_batches))
+            compute = sum(self.compute_s(rows.stop - rows.start) for rows in batches)
+        figures = {
+            "compute_s": compute,
+            "energy_compute_j": self.hardware.compute_j(compute),
+            "energy_radio_j": self.hardware.radio_j(upload_bytes, download_bytes),
+        }
+        figures["energy_j"] = figures["energy_compute_j"] + figures["energy_radio_j"]
+        return {"profile": self.profile, **figures}
 
     def receive(self, state: NormState) -> None:
         """A downloaded state replaces the current one, unless an even newer one arrived first."""

@@ -4,6 +4,7 @@ apart from the adaptation workers of :mod:`simulator.fleet.cloud`, which devices
 from __future__ import annotations
 
 from collections.abc import Generator
+from typing import Any
 
 import simpy
 import torch
@@ -44,6 +45,13 @@ class FoundationServer:
         self.busy_s = 0.0
         self.requests = 0
         self.samples = 0
+
+    def summary(self, until_s: float) -> dict[str, Any]:
+        """The foundation model's part of summary.json: its workers' busy time and utilization."""
+        return {
+            "foundation_busy_s": self.busy_s,
+            "foundation_utilization": (self.busy_s / (self.workers * until_s) if until_s else 0.0),
+        }
 
     def predict(self, images: torch.Tensor) -> torch.Tensor:
         """Class predictions of the model (eval mode) for uint8 images (n, 3, H, W)."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterable
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -265,8 +265,9 @@ class observe_activations:  # noqa: N801 - used as a context manager, like torch
     (``"minmax"`` or ``"ema"``); on exit the ranges are frozen."""
 
     def __init__(self, model: nn.Module, observer: Observer = "minmax", *, reset: bool = True):
-        if observer not in ("minmax", "ema"):
-            raise ValueError(f"observer must be 'minmax' or 'ema', got {observer!r}")
+        if observer not in get_args(Observer):
+            allowed = " or ".join(repr(o) for o in get_args(Observer))
+            raise ValueError(f"observer must be {allowed}, got {observer!r}")
         self.quantizers = [m for m in model.modules() if isinstance(m, ActivationQuantizer)]
         self.observer: Observer = observer
         self.reset = reset

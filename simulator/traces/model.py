@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 import numpy as np
 
@@ -73,10 +74,14 @@ class Trace:
         }
 
 
+#: What a bandwidth trace does after its last row: start again, or keep its last rate.
+TraceEnd = Literal["loop", "hold"]
+
+
 def check_trace(times_s: list[float], mbps: list[float], end: str) -> None:
     """Raise ValueError saying which row is wrong, unless the rows form a usable trace."""
-    if end not in ("loop", "hold"):
-        raise ValueError(f"trace end must be loop or hold, got {end!r}")
+    if end not in get_args(TraceEnd):
+        raise ValueError(f"trace end must be {' or '.join(get_args(TraceEnd))}, got {end!r}")
     if not times_s or len(times_s) != len(mbps):
         raise ValueError("a trace needs at least one (time_s, mbps) row")
     if times_s[0] != 0:
