@@ -93,6 +93,12 @@ class TableProtocol(str, Enum):
     continual = "continual"
 
 
+ProtocolOption = Annotated[
+    TableProtocol,
+    typer.Option(help="reset: one run per corruption; continual: domains inside each run."),
+]
+
+
 class BytesPer(str, Enum):
     device = "device"
     total = "total"
@@ -134,10 +140,7 @@ def table(
             "(e.g. --label 'cema/cema=CEMA (ours)')."
         ),
     ] = None,
-    protocol: Annotated[
-        TableProtocol,
-        typer.Option(help="reset: one run per corruption; continual: domains inside each run."),
-    ] = TableProtocol.auto,
+    protocol: ProtocolOption = TableProtocol.auto,
     bytes_per: Annotated[
         BytesPer, typer.Option(help="Upload/download MB per device or for the whole fleet.")
     ] = BytesPer.device,
@@ -221,10 +224,7 @@ def compare(
             "folder only)."
         ),
     ] = None,
-    protocol: Annotated[
-        TableProtocol,
-        typer.Option(help="reset: one run per corruption; continual: domains inside each run."),
-    ] = TableProtocol.auto,
+    protocol: ProtocolOption = TableProtocol.auto,
     by: Annotated[
         list[str] | None,
         typer.Option(

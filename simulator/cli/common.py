@@ -9,6 +9,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 app = typer.Typer(
     name="fleetsim",
@@ -98,3 +99,15 @@ def _dataset(name: str, split: str, root: Path | None, variant: str, seed: int, 
         return create_dataset(name, split=split, root=root, variant=variant, seed=seed, size=size)
     except (UnknownNameError, ValueError, DatasetError) as exc:
         _fail(exc)
+
+
+def _progress(count: str, enabled: bool) -> Progress:
+    """A progress bar on stderr: description, bar, COUNT (a rich format of the task) and time."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn(count),
+        TimeElapsedColumn(),
+        console=errors,
+        disable=not enabled,
+    )

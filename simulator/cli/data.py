@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from simulator.cli.common import _dataset, _fail, app, console, errors
+from simulator.cli.common import _dataset, _fail, _progress, app, console
 
 data_app = typer.Typer(help="Corrupted datasets: precompute the disk cache, preview corruptions.")
 app.add_typer(data_app, name="data")
@@ -77,14 +76,7 @@ def data_corrupt(
     images = _dataset(dataset, split, root, variant, seed, size)
     store = CorruptionCache(cache)
     done = 0
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,}/{task.total:,} images"),
-        TimeElapsedColumn(),
-        console=errors,
-        disable=not progress,
-    ) as bar:
+    with _progress("{task.completed:,}/{task.total:,} images", progress) as bar:
         task = bar.add_task("corrupting", total=len(names) * len(levels) * len(images))
         for name in names:
             for severity in levels:

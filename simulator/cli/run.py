@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from simulator.cli.common import (
@@ -17,6 +16,7 @@ from simulator.cli.common import (
     SetOption,
     _device,
     _fail,
+    _progress,
     _warn,
     app,
     console,
@@ -153,14 +153,7 @@ def run(
         check_run_dir(out_dir)  # before the run: it may be long
     except OutputError as exc:
         _fail(exc)
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("sim {task.completed:.1f}/{task.total:.1f} s"),
-        TimeElapsedColumn(),
-        console=errors,
-        disable=not progress,
-    ) as bar:
+    with _progress("sim {task.completed:.1f}/{task.total:.1f} s", progress) as bar:
         task = bar.add_task(f"simulating {resolved.name}", total=1.0)
 
         def on_progress(now_s: float, end_s: float) -> None:
