@@ -46,6 +46,9 @@ QUANTITIES: dict[str, tuple[str, float]] = {
     "uploaded_samples": ("uploaded samples", 1.0),
     "upload_messages": ("upload messages", 1.0),
     "updates": ("cloud updates", 1.0),
+    "dropped_samples": ("uploaded samples dropped", 1.0),
+    "state_staleness_mean_s": ("age of the state in use, mean (s)", 1.0),
+    "network.uplink_scale": ("share of the measured uplink", 1.0),
     "cloud_steps": ("cloud steps", 1.0),
     "cloud_busy_s": ("cloud busy time (s)", 1.0),
     "sim_time_s": ("simulated time (s)", 1.0),
@@ -107,14 +110,45 @@ def series_style(name: str, i: int) -> tuple[str, str]:
     return free[i % len(free)], MARKERS[i % len(MARKERS)]
 
 
+# after the Okabe-Ito colours, Paul Tol's muted set: distinct series for figures with many methods
+EXTRA_COLOURS = ["#882255", "#44AA99", "#999933", "#332288", "#AA4499", "#DDCC77", "#117733"]
+
+
+def figure_styles(names: list[str]) -> dict[str, tuple[str, str]]:
+    """Colour and marker of every series of one figure: a declared style (see
+    :func:`series_style`) where the plug-in has one, and for the others (renamed methods, keys of
+    unnamed ones) the first colours and markers that no series of this figure uses and, where
+    possible, no plug-in claims, so two series of one figure never share a colour."""
+    styles = series_styles()
+    chosen: dict[str, tuple[str, str]] = {}
+    for name in names:
+        style = styles.get(name)
+        if style is not None and style["colour"] is not None:
+            chosen[name] = (style["colour"], style["marker"] or MARKERS[0])
+    claimed = {s["colour"] for s in styles.values()}
+    used = {colour for colour, _ in chosen.values()}
+    free = [c for c in OKABE_ITO if c not in claimed and c != "#F0E442"]  # yellow: hard to see
+    palette = free + EXTRA_COLOURS + ["#F0E442"]
+    palette += [c for c in OKABE_ITO if c in claimed]
+    colours = [c for c in palette if c not in used] or palette
+    markers = [m for m in MARKERS if m not in {m for _, m in chosen.values()}] or MARKERS
+    rest = [name for name in names if name not in chosen]
+    for j, name in enumerate(rest):
+        chosen[name] = (colours[j % len(colours)], markers[j % len(markers)])
+    return chosen
+
+
 def _ordered(values: pd.Series) -> list:
     """Series names in plotting order: by the rank their plug-in declares (policies by name,
-    methods by label), then the others by text."""
+    methods by label; a renamed method that keeps its name as the first word, ``Random (CEMA
+    bytes)``, ``CEMA + budget``, ranks as that method), then the others by text."""
     seen = list(dict.fromkeys(values.dropna().tolist()))
     styles = series_styles()
 
     def rank(value: object) -> float:
-        style = styles.get(value) if isinstance(value, str) else None
+        if not isinstance(value, str):
+            return math.inf
+        style = styles.get(value) or styles.get(value.split(" ", 1)[0])
         return math.inf if style is None else style["rank"]
 
     return sorted(seen, key=lambda v: (rank(v), str(v)))
@@ -133,8 +167,9 @@ def save(fig: Figure, out_dir: str | Path, stem: str) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{stem}.pdf", out / f"{stem}.png"]
     with paper_style():
-        for path in paths:
-            fig.savefig(path)
+        for path in paths:  # no creation date in the PDF: a redrawn record is byte-identical
+            meta = {"CreationDate": None} if path.suffix == ".pdf" else None
+            fig.savefig(path, metadata=meta)
     return paths
 
 
@@ -160,7 +195,9 @@ def pareto(
     with paper_style():
         fig, (ax,) = _figure()
         points = []
-        for i, name in enumerate(_ordered(runs[hue])):
+        names = _ordered(runs[hue])
+        styles = figure_styles([str(n) for n in names])
+        for name in names:
             rows = runs[runs[hue] == name]
             keys = [group] if group else []
             grouped = rows.groupby(keys, sort=True) if keys else [(None, rows)]
@@ -173,7 +210,7 @@ def pareto(
                 ys.append(my)
                 x_err.append(hx)
                 y_err.append(hy)
-            colour, marker = series_style(str(name), i)
+            colour, marker = styles[str(name)]
             ax.errorbar(
                 xs,
                 ys,
@@ -208,7 +245,7 @@ def pareto(
         title = _hue_title(hue)
         if group and runs[group].nunique() > 1:
             title += f"\nlabels: {quantity(group)[0]}"
-        ax.legend(title=title, loc="best")
+        _legend(ax, title, len(_ordered(runs[hue])))
         fig.tight_layout()
     return fig
 
@@ -238,12 +275,21 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 
 def sweep_curve(
-    runs: pd.DataFrame, x: str | None = None, metric: str = "accuracy", hue: str = "policy.name"
+    runs: pd.DataFrame,
+    x: str | None = None,
+    metric: str = "accuracy",
+    hue: str = "policy.name",
+    relative_to: str | None = None,
 ) -> Figure:
     """``metric`` vs a swept key: mean over seeds with a 95% Student-t confidence band.
 
     A key with numbers is a numeric axis; one with other values (lists such as
     ``stream.corruptions``, names) is placed at even positions in sorted order, labelled by value.
+
+    ``relative_to`` (a series, e.g. ``BN adapt``) draws each other series' difference from it,
+    paired per seed at each x (one seed fixes every stream, so the difference removes the streams'
+    own difficulty that dominates the spread between seeds): the band is then the paired
+    t-interval, and the baseline is the zero line.
     """
     swept = [k for k in runs.attrs.get("swept", []) if k in runs]
     if x is not None and x not in swept:
@@ -268,18 +314,26 @@ def sweep_curve(
     numeric = all(_is_number(v) for v in values)
     position = {v: float(v) * x_scale if numeric else float(j) for j, v in enumerate(values)}
     hues = _ordered(runs[hue]) if hue in runs else [None]
+    if relative_to is not None:
+        runs = _paired_differences(runs, x, metric, hue, relative_to)
+        hues = [h for h in hues if h != relative_to]
+        unit = " (points)" if "(%)" in y_label else ""
+        y_label = f"{y_label.replace(' (%)', '')}: gain over {relative_to}{unit}"
     with paper_style():
         fig, (ax,) = _figure()
-        for i, name in enumerate(hues):
+        styles = figure_styles([str(n) for n in hues])
+        for name in hues:
             rows = runs if name is None else runs[runs[hue] == name]
             stats = sorted(
                 (position[xv[0]], *t_interval(g[metric].to_numpy(dtype=float) * y_scale))
                 for xv, g in rows.groupby([x], sort=False)
             )
             xs, means, halves = (np.asarray(v) for v in zip(*stats, strict=True))
-            colour, marker = series_style(str(name), i)
+            colour, marker = styles[str(name)]
             ax.plot(xs, means, color=colour, marker=marker, label=str(name))
             ax.fill_between(xs, means - halves, means + halves, color=colour, alpha=0.2, lw=0)
+        if relative_to is not None:
+            ax.axhline(0.0, color="0.4", linewidth=0.8, linestyle="--", label=relative_to)
         ticks = [position[v] for v in values]
         if numeric and min(ticks) > 0 and max(ticks) / min(ticks) >= 10:
             ax.set_xscale("log")
@@ -289,13 +343,68 @@ def sweep_curve(
         ax.set_xlabel(x_label)
         ax.set_ylabel(y_label)
         if hues != [None]:
-            ax.legend(title=_hue_title(hue), loc="best")
+            _legend(ax, _hue_title(hue), len(hues) + (relative_to is not None))
         fig.tight_layout()
     return fig
 
 
+def _paired_differences(
+    runs: pd.DataFrame, x: str, metric: str, hue: str, baseline: str
+) -> pd.DataFrame:
+    """``runs`` without the baseline's rows, ``metric`` minus the baseline's at the same x and seed;
+    a run whose (x, seed) the baseline lacks is an error naming them."""
+    if hue not in runs or baseline not in set(runs[hue]):
+        have = ", ".join(map(str, _ordered(runs[hue]))) if hue in runs else "none"
+        raise ValueError(f"no runs of {baseline!r} to draw the others against; series: {have}")
+    keys = [x, "seed"] if "seed" in runs else [x]
+    base = runs[runs[hue] == baseline]
+    if base.duplicated(keys).any():
+        raise ValueError(
+            f"{baseline!r} has several runs at one ({', '.join(keys)}): the difference is not "
+            "paired; draw a sweep with one run per point and seed"
+        )
+    reference = base.set_index(keys)[metric]
+    others = runs[runs[hue] != baseline].copy()
+    index = pd.MultiIndex.from_frame(others[keys]) if len(keys) > 1 else others[x]
+    matched = reference.reindex(index).to_numpy(dtype=float)
+    missing = others[np.isnan(matched)]
+    if len(missing):
+        first = missing.iloc[0]
+        where = ", ".join(f"{k}={_format_tick(first[k])}" for k in keys)
+        raise ValueError(
+            f"{baseline!r} has no run at {where}, where {first[hue]!r} has one: a paired "
+            "difference needs the baseline at every point and seed"
+        )
+    others[metric] = others[metric].to_numpy(dtype=float) - matched
+    return others
+
+
+def _legend(ax, title: str, entries: int) -> None:
+    """The legend inside the axes for a few series, beside them (right) for more, where it can
+    cover no point: the figure grows to hold it (``savefig.bbox: tight``)."""
+    if entries > 4:
+        ax.legend(
+            title=title,
+            loc="upper left",
+            bbox_to_anchor=(1.02, 1.0),
+            borderaxespad=0.0,
+            alignment="left",
+        )
+        width, height = ax.figure.get_size_inches()
+        if width <= COLUMN_WIDTH_IN:  # room for the legend beside a column-wide plot
+            ax.figure.set_size_inches(width + 1.6, height)
+    else:
+        ax.legend(title=title, loc="best")
+
+
 def _format_tick(value: object) -> str:
-    return f"{value:g}" if isinstance(value, (int, float, np.number)) else str(value)
+    """A number as short as it reads: 2, 0.5, 0.003, 1e-4 (not 0.0001, which crowds a log axis)."""
+    if not isinstance(value, (int, float, np.number)):
+        return str(value)
+    if value and abs(value) < 1e-3:
+        mantissa, exponent = f"{value:.6e}".split("e")
+        return f"{float(mantissa):g}e{int(exponent)}"
+    return f"{value:g}"
 
 
 def _is_number(value: object) -> bool:
@@ -381,12 +490,13 @@ def timeline(
     with paper_style():
         fig, (ax,) = _figure()
         hues = _ordered(samples[hue]) if hue in samples else [None]
-        for i, name in enumerate(hues):
+        styles = figure_styles([str(n) for n in hues])
+        for name in hues:
             rows = samples if name is None else samples[samples[hue] == name]
             which = np.clip(np.digitize(rows["sim_time_s"], edges) - 1, 0, bins - 1)
             acc = rows["correct"].astype(float).groupby(which).mean()  # non-empty bins only
             acc = acc.rolling(smooth_bins, center=True, min_periods=1).mean()
-            colour, _ = series_style(str(name), i)
+            colour, _ = styles[str(name)]
             ax.plot(centres[acc.index], 100 * acc.to_numpy(), color=colour, label=str(name))
         for t, last, domain in domain_boundaries(samples):
             ax.axvline(t, color="0.4", linestyle=":", linewidth=0.8)
@@ -399,7 +509,7 @@ def timeline(
         ax.set_xlabel("simulated time (s)")
         ax.set_ylabel("accuracy (%)")
         if hues != [None]:
-            ax.legend(title=_hue_title(hue), loc="best")
+            _legend(ax, _hue_title(hue), len(hues))
         fig.tight_layout()
     return fig
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from matplotlib.figure import Figure
 
 from analysis import plots, tables
 from analysis.load import RunsArg, load_events, load_runs
-from analysis.methods import method_label
+from analysis.methods import method_key, method_label
 from simulator.runs import check_out_folder, read_config
 
 KINDS = ("pareto", "sweep", "timeline", "devices", "cloud")
@@ -33,17 +34,20 @@ HUE = "policy.name"
 METHOD = "method"
 
 
-def with_methods(runs: pd.DataFrame) -> pd.DataFrame:
+def with_methods(runs: pd.DataFrame, labels: Mapping[str, str] | None = None) -> pd.DataFrame:
     """``runs`` with a ``method`` column: the method label from the summary's adapter and policy
-    (or the swept ``cloud.adapter`` / ``policy.name``), e.g. ``CEMA`` for cema/cema."""
+    (or the swept ``cloud.adapter`` / ``policy.name``), e.g. ``CEMA`` for cema/cema. ``labels``
+    renames as ``fleetsim table --label`` does: an ``adapter/policy`` key or a label -> a name."""
     runs = runs.copy()
+    labels = labels or {}
     adapters = _column(runs, "adapter", "cloud.adapter")
     policies = _column(runs, "policy", HUE)
     paths = _column(runs, "path")
-    runs[METHOD] = [
-        method_label(a, p, lambda path=path: _config_or_none(path))
-        for a, p, path in zip(adapters, policies, paths, strict=True)
-    ]
+    names = []
+    for a, p, path in zip(adapters, policies, paths, strict=True):
+        label = method_label(a, p, lambda path=path: _config_or_none(path))
+        names.append(labels.get(method_key(a, p), labels.get(label, label)))
+    runs[METHOD] = names
     return runs
 
 
@@ -135,18 +139,35 @@ def _titled(fig: Figure, note: str) -> Figure:
     return fig
 
 
-def figure(runs_dir: RunsArg, kind: str, x: str | None = None, metric: str = "accuracy"):
+def figure(
+    runs_dir: RunsArg,
+    kind: str,
+    x: str | None = None,
+    metric: str = "accuracy",
+    labels: Mapping[str, str] | None = None,
+    relative_to: str | None = None,
+    methods: Sequence[str] | None = None,
+):
     """Build one figure of ``kind`` from the runs under ``runs_dir`` (a folder or several);
-    returns (Figure, stem)."""
+    returns (Figure, stem). ``labels`` renames methods (``adapter/policy`` key or label -> name);
+    ``relative_to`` (sweep figures only) draws each method's paired difference from that one;
+    ``methods`` (names after renaming, or ``adapter/policy`` keys) keeps only those methods'
+    runs (``relative_to``'s are kept too)."""
     if kind not in KINDS:
         raise ValueError(f"unknown plot kind {kind!r}; allowed: {', '.join(KINDS)}")
-    runs = with_methods(load_runs(runs_dir))
+    if relative_to is not None and kind != "sweep":
+        raise ValueError(f"relative_to is for sweep figures, not {kind!r} (got {relative_to!r})")
+    runs = with_methods(load_runs(runs_dir), labels)
+    if methods:
+        runs = _only(runs, methods, keep=relative_to)
     hue = series_key(runs)
+    if labels or methods or (relative_to is not None and relative_to in set(runs[METHOD])):
+        hue = METHOD  # a renamed, chosen or named method is a series of its own
     if kind == "pareto":
         return plots.pareto(runs, hue=hue), "pareto"
     if kind == "sweep":
-        fig = plots.sweep_curve(runs, x=x, metric=metric, hue=hue)
-        return fig, f"sweep_{metric}"
+        fig = plots.sweep_curve(runs, x=x, metric=metric, hue=hue, relative_to=relative_to)
+        return fig, f"sweep_{metric}" + (f"_vs_{_slug(relative_to)}" if relative_to else "")
     methods = dict(zip(runs["run"], runs[METHOD], strict=True))
     chosen = reference_runs(runs, hue)
     if kind == "timeline":
@@ -166,20 +187,59 @@ def figure(runs_dir: RunsArg, kind: str, x: str | None = None, metric: str = "ac
     return _titled(fig, note), "cloud"
 
 
+def _only(runs: pd.DataFrame, methods: Sequence[str], keep: str | None) -> pd.DataFrame:
+    """The runs of ``methods`` (names or ``adapter/policy`` keys) and of ``keep``; a name no run
+    has is an error listing those the runs hold."""
+    keys = [method_key(a, p) for a, p in zip(
+        _column(runs, "adapter", "cloud.adapter"), _column(runs, HUE), strict=True
+    )]  # fmt: skip
+    names = set(runs[METHOD])
+    unknown = [m for m in methods if m not in names and m not in keys]
+    if unknown:
+        have = ", ".join(plots._ordered(runs[METHOD]))
+        raise ValueError(
+            f"no runs of method {', '.join(map(repr, unknown))}; the runs hold: {have}"
+        )
+    wanted = {*methods, *([keep] if keep else [])}
+    mask = [name in wanted or key in wanted for name, key in zip(runs[METHOD], keys, strict=True)]
+    chosen = runs[mask].copy()
+    chosen.attrs = runs.attrs
+    return chosen
+
+
+def _slug(name: str) -> str:
+    """A series name as part of a file name: ``BN adapt`` -> ``bn_adapt``."""
+    return "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_") or "baseline"
+
+
 def draw(
-    runs_dir: RunsArg, kind: str, out: str | Path, x: str | None = None, metric: str = "accuracy"
+    runs_dir: RunsArg,
+    kind: str,
+    out: str | Path,
+    x: str | None = None,
+    metric: str = "accuracy",
+    labels: Mapping[str, str] | None = None,
+    relative_to: str | None = None,
+    methods: Sequence[str] | None = None,
 ) -> list[Path]:
-    """One figure as PDF + PNG into ``out``."""
+    """One figure as PDF + PNG into ``out`` (arguments as :func:`figure`)."""
     check_out_folder(out)
-    fig, stem = figure(runs_dir, kind, x=x, metric=metric)
+    fig, stem = figure(
+        runs_dir, kind, x=x, metric=metric, labels=labels, relative_to=relative_to, methods=methods
+    )
     try:
         return plots.save(fig, out, stem)
     finally:
         plt.close(fig)
 
 
-def build_report(runs_dir: RunsArg, out: str | Path) -> list[Path]:
+def build_report(
+    runs_dir: RunsArg, out: str | Path, skipped: list[str] | None = None
+) -> list[Path]:
     """Every figure that the runs support, and the run and aggregate tables (Markdown + LaTeX).
+
+    A figure of single runs (timeline, devices, cloud) whose runs kept no events (a record of
+    summaries) is left out, and why is appended to ``skipped`` when given.
 
     All or nothing: missing or empty ``runs_dir`` fails before anything is created, and the files
     are written into a staging folder beside ``out`` first, so a figure that fails halfway leaves
@@ -197,7 +257,13 @@ def build_report(runs_dir: RunsArg, out: str | Path) -> list[Path]:
         for kind in kinds:
             metrics = ["accuracy", "upload_bytes"] if kind == "sweep" else ["accuracy"]
             for metric in metrics:
-                written += draw(runs_dir, kind, staging, metric=metric)
+                try:
+                    written += draw(runs_dir, kind, staging, metric=metric)
+                except FileNotFoundError as exc:
+                    if kind in ("pareto", "sweep"):
+                        raise
+                    if skipped is not None:
+                        skipped.append(f"no {kind} figure: {exc}")
         for stem, table, caption in (
             ("runs", tables.runs_table(runs), "Every run; numbers as in summary.json."),
             (

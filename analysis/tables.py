@@ -23,7 +23,15 @@ RUN_METRICS = [
     "cloud_steps",
     "sim_time_s",
 ]
-AGGREGATE_METRICS = ["accuracy", "upload_fraction", "upload_bytes", "download_bytes"]
+AGGREGATE_METRICS = [
+    "accuracy",
+    "upload_fraction",
+    "upload_bytes",
+    "download_bytes",
+    "dropped_samples",
+    "updates",
+    "state_staleness_mean_s",
+]
 
 
 def _exact(value: object) -> str:
@@ -57,7 +65,11 @@ def aggregate_table(
         row["seeds"] = str(len(group))
         for metric in metrics:
             label, scale = quantity(metric)
-            mean, half = t_interval(group[metric].to_numpy(dtype=float) * scale)
+            values = group[metric].to_numpy(dtype=float) * scale
+            if np.isnan(values).all():  # e.g. the age of a state never sent
+                row[label] = "–"
+                continue
+            mean, half = t_interval(values)
             row[label] = (
                 f"{mean:.{decimals}f} ± {half:.{decimals}f}" if half else f"{mean:.{decimals}f}"
             )

@@ -387,6 +387,11 @@ def seed_table(
                     if differ
                     else "; the same run twice?"
                 )
+                if "method" not in by and run_method(other) != run_method(run):
+                    hint = (  # the usual slip: --by replaces the default key, method
+                        f"; they are two methods ({' and '.join(run_method(r)[1] for r in (other, run))})"
+                        f": keep method among the keys, --by method {' '.join('--by ' + k for k in by)}"
+                    )
                 if (  # one group only because two folders share a name nobody relabelled
                     "source" in by
                     and other.source_dir != run.source_dir

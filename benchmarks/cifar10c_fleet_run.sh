@@ -10,7 +10,8 @@
 #   3. the record: summary.json, config.yaml, run.json of every run (+ events.parquet of the runs the
 #      timelines draw), committed under benchmarks/cifar10c_fleet/C[_random], so the figures and
 #      tables can be redrawn (and the study resumed) without the run folders;
-#   4. figures and tables from the record into benchmarks/figures/cifar10c_fleet/C.
+#   4. figures and tables from the record into benchmarks/figures/cifar10c_fleet/C (report/: every
+#      run's numbers and the per-budget means of the network and cloud metrics).
 # Every step resumes: finished runs are skipped, so an interrupted script can be re-run as is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -88,15 +89,24 @@ for COND in "${CONDITIONS[@]}"; do
     R=("$RECORD/$COND" "$RECORD/${COND}_random")
     F=$FIGURES/$COND
     mkdir -p "$F"
-    LABEL=(--label 'cema/random=Random (CEMA bytes)')
-    "$FS" plot "${R[@]}" --kind sweep --x network.uplink_scale --metric accuracy --out "$F"
-    "$FS" plot "${R[@]}" --kind sweep --x network.uplink_scale --metric upload_bytes --out "$F"
-    "$FS" plot "${R[@]}" --kind sweep --x network.uplink_scale --metric state_staleness_mean_s --out "$F"
-    "$FS" plot "${R[@]}" --kind pareto --out "$F"
+    LABEL=(--label 'cema/random=Random (CEMA bytes)' --label 'cema/budget=CEMA + budget')
+    SWEEP=(--kind sweep --x network.uplink_scale "${LABEL[@]}" --out "$F")
+    UPLOADING=(--method Upload-all --method EATA --method Uncertain --method CEMA
+               --method 'CEMA + budget' --method 'Random (CEMA bytes)')
+    # the headline figure: each uploading method's accuracy gain over edge-only BN adaptation,
+    # paired per seed (the same streams), against the budget
+    "$FS" plot "${R[@]}" "${SWEEP[@]}" --metric accuracy --relative-to 'BN adapt' "${UPLOADING[@]}"
+    "$FS" plot "${R[@]}" "${SWEEP[@]}" --metric accuracy
+    "$FS" plot "${R[@]}" "${SWEEP[@]}" --metric upload_bytes "${UPLOADING[@]}"
+    "$FS" plot "${R[@]}" "${SWEEP[@]}" --metric state_staleness_mean_s "${UPLOADING[@]}"
+    "$FS" plot "${R[@]}" --kind pareto "${LABEL[@]}" --out "$F"
     for L in $STARVED $AMPLE; do
-        "$FS" plot "$RECORD/$COND"/*"uplink_scale=$(fmt "$L")__"*seed=0 --kind timeline --out "$F/timeline_$(fmt "$L")"
+        "$FS" plot "$RECORD/$COND"/*"uplink_scale=$(fmt "$L")__"*seed=0 --kind timeline "${LABEL[@]}" --out "$F/timeline_$(fmt "$L")"
     done
-    "$FS" table "${R[@]}" --by network.uplink_scale --out "$F/table" "${LABEL[@]}" --no-corruption-ci
+    "$FS" table "${R[@]}" --by method --by network.uplink_scale --out "$F/table" "${LABEL[@]}" --no-corruption-ci
+    # every run's numbers and the per-budget means of the network and cloud metrics (dropped
+    # uploads, updates, age of the state in use) in report/aggregate.md
+    "$FS" report "${R[@]}" --out "$F/report"
     "$FS" compare "${R[@]}" --a CEMA --b 'Random (CEMA bytes)' --by network.uplink_scale "${LABEL[@]}" \
         > "$F/compare_cema_random.txt"
 done

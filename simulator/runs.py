@@ -292,7 +292,13 @@ def read_events(run_dir: str | Path, columns: list[str] | None = None) -> pd.Dat
     """The run's events.parquet (only ``columns`` when given)."""
     import pandas as pd
 
-    return pd.read_parquet(Path(run_dir) / EVENTS, columns=columns)
+    path = Path(run_dir) / EVENTS
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist: the run kept no events (a record of summaries only?); "
+            "figures of single runs (timeline, devices, cloud) need them"
+        )
+    return pd.read_parquet(path, columns=columns)
 
 
 def is_finished(run_dir: Path, expected_hash: str) -> bool:

@@ -176,3 +176,46 @@ def test_a_failing_report_leaves_its_folder_as_it_was(sweep_dir, tmp_path, monke
 def test_plot_command_rejects_an_unknown_folder(tmp_path):
     result = CliRunner().invoke(app, ["plot", str(tmp_path / "nothing"), "--kind", "pareto"])
     assert result.exit_code == 2
+
+
+def test_a_report_of_summaries_only_leaves_out_the_run_figures_and_says_why(sweep_dir, tmp_path):
+    # a committed record keeps summary.json and config.yaml, not events.parquet
+    record = tmp_path / "record"
+    for run in sweep_dir.iterdir():
+        if run.is_dir() and (run / "summary.json").is_file():
+            (record / run.name).mkdir(parents=True)
+            for name in ("summary.json", "config.yaml", "run.json"):
+                if (run / name).is_file():
+                    (record / run.name / name).write_bytes((run / name).read_bytes())
+    (record / "sweep.json").write_bytes((sweep_dir / "sweep.json").read_bytes())
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["report", str(record), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    names = {p.name for p in out.iterdir()}
+    assert {"pareto.pdf", "sweep_accuracy.png", "aggregate.md", "runs.md"} <= names
+    assert not names & {"timeline.pdf", "devices.pdf", "cloud.pdf"}
+    for kind in ("timeline", "devices", "cloud"):
+        assert f"note: no {kind} figure" in result.output
+    assert "kept no events" in " ".join(result.output.split())
+    # a method that never received a state has no age of one: a dash, not "nan ± nan"
+    aggregate = (out / "aggregate.md").read_text()
+    assert "nan" not in aggregate
+
+
+def test_the_aggregate_table_writes_a_dash_for_a_metric_no_seed_has():
+    import pandas as pd
+
+    runs = pd.DataFrame(
+        {
+            "policy.name": ["none", "none", "cema", "cema"],
+            "seed": [0, 1, 0, 1],
+            "accuracy": [0.5, 0.7, 0.6, 0.8],
+            "state_staleness_mean_s": [np.nan, np.nan, 4.0, 6.0],
+        }
+    )
+    runs.attrs["swept"] = ["policy.name", "seed"]
+    table = tables.aggregate_table(runs).set_index("policy.name")
+    age = plots.quantity("state_staleness_mean_s")[0]
+    assert table.loc["none", age] == "–"
+    assert table.loc["cema", age].startswith("5.00 ± ")
+    assert table.loc["none", "accuracy (%)"].startswith("60.00 ± ")

@@ -33,7 +33,9 @@ def test_other_methods_are_their_key_plus_the_inner_policy_their_section_names()
 
 def test_labels_rank_in_the_table_order_with_suffixes_and_others_last():
     order = method_order()
-    assert order == ("Source", "BN adapt", "Tent", "EATA", "Upload-all", "Random", "CEMA")
+    assert order == (
+        "Source", "BN adapt", "Tent", "EATA", "Upload-all", "Random", "Uncertain", "CEMA",
+    )  # fmt: skip
     assert [method_rank(label) for label in order] == list(range(len(order)))
     assert method_rank("CEMA (w/o replay)") == order.index("CEMA")
     assert method_rank("cema/budget (random)") == len(order)
@@ -47,6 +49,7 @@ def test_every_built_in_method_name_comes_from_its_plugin_class():
         ("eata", "eata"): "EATA",
         ("cema", "all"): "Upload-all",
         ("cema", "random"): "Random",
+        ("cema", "uncertain"): "Uncertain",
         ("cema", "cema"): "CEMA",
     }
     assert {pair: method_label(*pair) for pair in pairs} == pairs
@@ -72,9 +75,10 @@ def test_policies_and_their_methods_share_the_colour_and_marker_their_class_decl
 def test_series_are_ordered_policies_by_rank_methods_by_rank_others_by_text():
     policies = ["cema", "zeta", "uncertain", "eata", "budget", "random", "all", "none"]
     assert _ordered(pd.Series(policies)) == [
-        "none", "all", "random", "budget", "eata", "cema", "uncertain", "zeta",
+        "none", "all", "random", "budget", "eata", "uncertain", "cema", "zeta",
     ]  # fmt: skip
     labels = ["CEMA", "x/y", "Tent", "Source", "EATA", "Upload-all", "BN adapt", "Random"]
+    labels.append("Uncertain")
     assert _ordered(pd.Series(labels)) == [*method_order(), "x/y"]
 
 

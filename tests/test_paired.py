@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from analysis.paired import describe, paired_comparison
 from analysis.stats import student_t_two_sided_p
-from analysis.tta import TableError
+from analysis.tta import TableError, seed_table
 from simulator.cli import app
 from tests.test_tta_table import CORRECT, continual_runs, hand_interval, reset_sweep, write_run
 
@@ -234,3 +234,24 @@ def test_by_source_pairs_the_folders_named_alike(tmp_path):
     assert [r.group for r in results] == [{"source": "strict"}, {"source": "loose"}]
     strict, loose = (r.advantage for r in results)
     assert [b - a for a, b in zip(strict, loose, strict=True)] == pytest.approx([3.0] * 3)
+
+
+def test_a_table_by_another_key_alone_says_to_keep_method(tmp_path):
+    # --by replaces the default key: two methods at one bandwidth collide, and the message names
+    # the fix (keep method among the keys) instead of a list of config keys that differ
+    for policy in ("cema", "random"):
+        write_run(
+            tmp_path / f"bw2-{policy}",
+            seed=0,
+            adapter="cema",
+            policy=policy,
+            domains={c: (CEMA[c][0], 20) for c in CEMA},
+            config={"network.uplink_mbps": 2},
+            params={"network.uplink_mbps": 2},
+        )
+    with pytest.raises(TableError, match="two methods .*--by method --by network.uplink_mbps"):
+        seed_table([tmp_path], by=["network.uplink_mbps"])
+    assert set(seed_table([tmp_path], by=["method", "network.uplink_mbps"])["method"]) == {
+        "CEMA",
+        "Random",
+    }

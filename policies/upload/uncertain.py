@@ -38,6 +38,9 @@ from policies.upload.base import (
 class UncertainUpload(UploadPolicy):
     """Upload the most uncertain samples (u = 1-(p1-p2)) of each batch, up to a fraction of it."""
 
+    method_names = {"cema": "Uncertain"}  # with CEMA's cloud: EdgeFM's choice of what to send
+    colour, marker, rank = "#009E73", "D", 8
+
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid")
 

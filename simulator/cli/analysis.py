@@ -35,6 +35,28 @@ def plot(
         str | None, typer.Option(help="Swept key on the x axis (sweep plot; default: first).")
     ] = None,
     metric: Annotated[str, typer.Option(help="Summary metric (sweep plot).")] = "accuracy",
+    relative_to: Annotated[
+        str | None,
+        typer.Option(
+            help="Sweep plot: draw every other method's difference from this one (e.g. 'BN "
+            "adapt'), paired per seed at each x, with the paired 95% t-interval as the band; "
+            "the spread between seeds' streams cancels out."
+        ),
+    ] = None,
+    label: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Rename a method first, as in `fleetsim table`: ADAPTER/POLICY=NAME or "
+            "LABEL=NAME (repeatable), e.g. 'cema/random=Random (CEMA bytes)'."
+        ),
+    ] = None,
+    method: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Draw only this method (its name after --label, or ADAPTER/POLICY; repeatable); "
+            "default: all."
+        ),
+    ] = None,
     out: Annotated[
         Path | None,
         typer.Option(
@@ -42,14 +64,26 @@ def plot(
         ),
     ] = None,
 ) -> None:
-    """Draw one paper figure (PDF + PNG) from run folders."""
+    """Draw one paper figure (PDF + PNG) from run folders.
+
+    Example, a bandwidth sweep against the edge-only baseline: fleetsim plot runs/sweep --kind sweep --x network.uplink_scale --relative-to 'BN adapt'
+    """
     from analysis.report import draw
     from simulator.runs import check_out_folder
 
     try:
         out_dir = check_out_folder(out or runs_dirs[0] / "figures")
         _note_unlisted(runs_dirs)
-        paths = draw(runs_dirs, kind.value, out_dir, x=x, metric=metric)
+        paths = draw(
+            runs_dirs,
+            kind.value,
+            out_dir,
+            x=x,
+            metric=metric,
+            labels=_labels(label),
+            relative_to=relative_to,
+            methods=method,
+        )
     except (FileNotFoundError, ValueError, KeyError) as exc:
         _fail(exc)
     for path in paths:
@@ -77,9 +111,12 @@ def report(
     try:
         out_dir = check_out_folder(out or runs_dirs[0] / "report")
         _note_unlisted(runs_dirs)
-        paths = build_report(runs_dirs, out_dir)
+        skipped: list[str] = []
+        paths = build_report(runs_dirs, out_dir, skipped)
     except (FileNotFoundError, ValueError) as exc:
         _fail(exc)
+    for note in skipped:
+        console.print(f"note: {escape(note)}")
     for path in paths:
         console.print(f"wrote {escape(str(path))}")
 
