@@ -58,7 +58,7 @@ def aggregate_table(
     keys = [k for k in runs.attrs.get("swept", []) if k in runs and k != "seed"]
     metrics = [m for m in (metrics or AGGREGATE_METRICS) if m in runs]
     rows = []
-    grouped = runs.groupby(keys, sort=True) if keys else [((), runs)]
+    grouped = runs.groupby(keys, sort=True, dropna=False) if keys else [((), runs)]
     for values, group in grouped:
         values = values if isinstance(values, tuple) else (values,)
         row = {k: _exact(v) for k, v in zip(keys, values, strict=True)}

@@ -219,3 +219,21 @@ def test_the_aggregate_table_writes_a_dash_for_a_metric_no_seed_has():
     assert table.loc["none", age] == "–"
     assert table.loc["cema", age].startswith("5.00 ± ")
     assert table.loc["none", "accuracy (%)"].startswith("60.00 ± ")
+
+
+def test_the_aggregate_table_keeps_runs_that_lack_a_key_another_folder_sweeps():
+    import pandas as pd
+
+    # a method sweep and the random sweep at matched bytes (which alone sweeps policy.random.p)
+    runs = pd.DataFrame(
+        {
+            "policy.name": ["cema", "cema", "random", "random"],
+            "policy.random.p": [np.nan, np.nan, 0.45, 0.45],
+            "seed": [0, 1, 0, 1],
+            "accuracy": [0.6, 0.8, 0.5, 0.7],
+        }
+    )
+    runs.attrs["swept"] = ["policy.name", "policy.random.p", "seed"]
+    table = tables.aggregate_table(runs)
+    assert list(table["policy.name"]) == ["cema", "random"]
+    assert list(table["seeds"]) == ["2", "2"]
