@@ -24,12 +24,14 @@ import torch
 from policies.routing import ROUTING_POLICIES, OffloadConfig
 from policies.selection import SELECTION_POLICIES
 from policies.upload import UPLOAD_POLICIES, UploadPolicy
-from simulator.adaptation import ADAPTERS
+from simulator.adaptation import ADAPTERS, CloudAdapter
+from simulator.adaptation.whole_model import WholeModelAdapter
 from simulator.compute import describe_device, resolve_device
 from simulator.config import Scenario, dump_scenario
 from simulator.data.cache import CorruptionCache, default_cache_root
 from simulator.data.corruptions import corrupt
 from simulator.data.datasets import CorruptedFolder, ImageDataset, create_dataset
+from simulator.data.labelled import labelled_target_set
 from simulator.data.streams import DeviceStream, build_stream, stream_domains
 from simulator.fleet.cloud import Cloud
 from simulator.fleet.cloud_time import CloudTime
@@ -38,6 +40,7 @@ from simulator.fleet.executor import ExecutorKind, FleetExecutor
 from simulator.fleet.foundation import FoundationServer
 from simulator.fleet.links import FleetNetwork
 from simulator.fleet.payload import encoded_sizes
+from simulator.fleet.redeploy import ModelCloud, ModelDeployments
 from simulator.fleet.selection import DeviceSelector, Member
 from simulator.metrics import EventRecorder, summarize, summarize_selection
 from simulator.models.flops import count_macs
@@ -327,22 +330,28 @@ def run_scenario(
             scenario, edge_model, runtime, recorder, num_classes, (3, height, width), executor
         )
     devices: dict[int, EdgeDevice] = {}
-    cloud = Cloud(
-        env,
-        adapter,
-        devices,
-        workers=scenario.cloud.workers,
-        step_time=cloud_time,
-        per_device_scope=scenario.cloud.scope == "per_device",
-        state_dtype=getattr(torch, scenario.cloud.state_dtype),
-        header_bytes=net.header_bytes,
-        recorder=recorder,
-        schedule=scenario.cloud.schedule,
-        gather=scenario.cloud.gather,
-        payload=scenario.cloud.downlink_payload,
-        tolerance=scenario.cloud.delta_tolerance,
-        affine_only=adapter.edge_norm == "batch",
-    )
+    cloud: Cloud | ModelCloud
+    if adapter_cls.ships_models:  # TDMR: whole edge models rebuilt and redeployed (fleet/redeploy)
+        cloud = _model_cloud(
+            scenario, env, adapter, devices, cloud_time, recorder, edge_model, runtime
+        )
+    else:
+        cloud = Cloud(
+            env,
+            adapter,
+            devices,
+            workers=scenario.cloud.workers,
+            step_time=cloud_time,
+            per_device_scope=scenario.cloud.scope == "per_device",
+            state_dtype=getattr(torch, scenario.cloud.state_dtype),
+            header_bytes=net.header_bytes,
+            recorder=recorder,
+            schedule=scenario.cloud.schedule,
+            gather=scenario.cloud.gather,
+            payload=scenario.cloud.downlink_payload,
+            tolerance=scenario.cloud.delta_tolerance,
+            affine_only=adapter.edge_norm == "batch",
+        )
     network = FleetNetwork(env, net, seed)
     routing_cls = ROUTING_POLICIES.get(scenario.routing.name)
     routing = scenario.routing.params()
@@ -385,6 +394,8 @@ def run_scenario(
         )
         env.process(devices[d].run())
 
+    if isinstance(cloud, ModelCloud):
+        cloud.start(until_s=end_s)
     loop_start = time.perf_counter()
     ticks = 100
     for k in range(1, ticks + 1):
@@ -424,6 +435,8 @@ def run_scenario(
     if resolved:
         summary["resolved"] = resolved
     summary.update(adapter.summary_figures())
+    if isinstance(cloud, ModelCloud):  # model downloads, rebuilds, versions, time on stale models
+        _merge_model_shipping(summary, cloud.summary_figures(events))
     for row in summary["per_device"]:
         row.update(network.device_summary(row["device"], env.now))
     _add_energy(summary, scenario, devices, macs)
@@ -447,12 +460,61 @@ def run_scenario(
         "setup_s": loop_start - wall_start,  # data, models, adapter, streams
         "loop_s": loop_s,  # the simulation itself (SimPy, inference, cloud, network)
     }
+    if isinstance(cloud, ModelCloud):  # every shipped model's executor ran edge batches too
+        built = cloud.deployments.executors()
+        extra["executor"]["forward_passes"] += sum(e.forward_passes for e in built)
+        extra["executor"]["rows"] += sum(e.rows_run for e in built)
     if selectors:  # every member's executor ran edge batches, not only edge.model's
         runs = {id(m.executor): m.executor for m in selectors[0].members.values()}
         runs[id(runtime)] = runtime
         extra["executor"]["forward_passes"] = sum(e.forward_passes for e in runs.values())
         extra["executor"]["rows"] = sum(e.rows_run for e in runs.values())
     return RunResult(scenario, events, summary, extra)
+
+
+def _model_cloud(
+    scenario: Scenario,
+    env: simpy.Environment,
+    adapter: CloudAdapter,
+    devices: dict[int, EdgeDevice],
+    cloud_time: CloudTime,
+    recorder: EventRecorder,
+    edge_model: torch.nn.Module,
+    runtime: FleetExecutor,
+) -> ModelCloud:
+    """The cloud of an adapter that ships whole models (TDMR), with the labelled target set it
+    asks for. Normalization-state options of the cloud section do not apply to it."""
+    assert isinstance(adapter, WholeModelAdapter)
+    if scenario.cloud.downlink_payload != "full":
+        raise ValueError(
+            f"cloud.downlink_payload {scenario.cloud.downlink_payload!r} is for normalization "
+            f"states; cloud.adapter {scenario.cloud.adapter!r} ships whole models: set "
+            f"cloud.{scenario.cloud.adapter}.ship (full, changed, quantized) instead"
+        )
+    per_domain = adapter.labelled_per_domain()
+    if per_domain:
+        adapter.hold_labelled(*labelled_target_set(scenario, per_domain))
+    source_weights = {k: v.detach().clone() for k, v in edge_model.state_dict().items()}
+    return ModelCloud(
+        env,
+        adapter,
+        devices,
+        workers=scenario.cloud.workers,
+        step_time=cloud_time,
+        per_device_scope=scenario.cloud.scope == "per_device",
+        header_bytes=scenario.network.header_bytes,
+        recorder=recorder,
+        deployments=ModelDeployments(edge_model, runtime),
+        source_weights=source_weights,
+    )
+
+
+def _merge_model_shipping(summary: dict[str, Any], figures: dict[str, Any]) -> None:
+    """Model-shipping figures into the summary: headline keys and per device."""
+    per_device = figures.pop("per_device")
+    summary.update(figures)
+    for row in summary["per_device"]:
+        row.update(per_device.get(row["device"], {}))
 
 
 def _foundation_model(
