@@ -44,8 +44,10 @@ transformation and an output (label) mapping around a frozen pre-trained model.
   foundation model (``L_kd + ce_weight L_ce``, no proxy, no feature term).
 * *When* (``rebuild``): every ``interval_s`` of simulated time, after ``every_uploads`` new uploads,
   or on a detected shift: the mean over feature dimensions of the symmetric KL divergence between
-  diagonal Gaussians fitted to the foundation model's features of the last ``shift_window`` uploads
-  and of the window at the last rebuild exceeds ``shift_threshold`` (the first model of a scope is
+  diagonal Gaussians fitted to low-level statistics of the last ``shift_window`` uploads and of the
+  window at the last rebuild exceeds ``shift_threshold``; the statistics are the per-channel mean
+  and standard deviation of the input to the foundation model's first BN layer
+  (:func:`shift_features`: a robust model's penultimate features barely move under noise) (the first model of a scope is
   built once ``min_uploads`` have arrived). Every trigger waits for ``min_uploads`` new uploads.
 * *What is trained on*: the scope's uploads (the last ``store_capacity``, uniform minibatches of
   ``batch_size``) and the labelled set (``labelled_batch`` per step).
@@ -192,6 +194,27 @@ def classifier_head(model: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
+def shift_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """Per image, what the shift test compares: the per-channel spatial mean and standard deviation
+    of the input to the model's first BatchNorm layer (low-level statistics, which corruptions move
+    even where a robust model's penultimate features do not); a model without BatchNorm gives its
+    penultimate features. Eval mode, one forward pass."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return features_and_logits(model, images)[0]
+    captured: list[torch.Tensor] = []
+    handle = norms[0].register_forward_hook(lambda _m, inputs, _o: captured.append(inputs[0]))
+    try:
+        model(images)
+    finally:
+        handle.remove()
+    x = captured[-1]
+    if x.ndim <= 2:
+        return x.flatten(1)
+    flat = x.flatten(2)
+    return torch.cat([flat.mean(dim=2), flat.std(dim=2, correction=0)], dim=1)
+
+
 def features_and_logits(
     model: nn.Module, images: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,7 +337,7 @@ class TdmrAdapter(WholeModelAdapter):
             128, gt=1, description="uploads whose foundation features the shift test compares"
         )
         shift_threshold: float = Field(
-            0.5, gt=0, description="symmetric Gaussian KL (mean per feature) that counts as shift"
+            0.25, gt=0, description="symmetric Gaussian KL (mean per feature) that counts as shift"
         )
         ship: Literal["full", "changed", "quantized"] = Field(
             "full",
@@ -486,7 +509,7 @@ class TdmrAdapter(WholeModelAdapter):
         if cfg.rebuild != "shift" or not len(images):
             return AdaptStats()
         with torch.no_grad():
-            features, _ = features_and_logits(self.teacher, self._on_device(images))  # type: ignore[arg-type]
+            features = shift_features(self.teacher, self._on_device(images))  # type: ignore[arg-type]
         features = features.float().cpu()
         window = features if state.window is None else torch.cat([state.window, features])
         state.window = window[-cfg.shift_window :]
