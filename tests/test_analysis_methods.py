@@ -33,8 +33,19 @@ def test_other_methods_are_their_key_plus_the_inner_policy_their_section_names()
 
 def test_labels_rank_in_the_table_order_with_suffixes_and_others_last():
     order = method_order()
-    assert order == ("Source", "BN adapt", "Tent", "EATA", "Upload-all", "Random", "CEMA")
-    assert [method_rank(label) for label in order] == list(range(len(order)))
+    assert order == (
+        "Source",
+        "BN adapt",
+        "Tent",
+        "EATA",
+        "Upload-all",
+        "Random",
+        "CEMA",
+        "TDMR",
+        "TDMR (upload-all)",
+    )
+    # a suffixed label ranks as its method: TDMR behind upload-all is TDMR
+    assert [method_rank(label) for label in order] == [*range(len(order) - 1), len(order) - 2]
     assert method_rank("CEMA (w/o replay)") == order.index("CEMA")
     assert method_rank("cema/budget (random)") == len(order)
 
@@ -48,6 +59,8 @@ def test_every_built_in_method_name_comes_from_its_plugin_class():
         ("cema", "all"): "Upload-all",
         ("cema", "random"): "Random",
         ("cema", "cema"): "CEMA",
+        ("tdmr", "cema"): "TDMR",
+        ("tdmr", "all"): "TDMR (upload-all)",
     }
     assert {pair: method_label(*pair) for pair in pairs} == pairs
     assert method_label("eata", "all") == "eata/all"  # not Tent's name: styles are not inherited
@@ -74,7 +87,8 @@ def test_series_are_ordered_policies_by_rank_methods_by_rank_others_by_text():
     assert _ordered(pd.Series(policies)) == [
         "none", "all", "random", "budget", "eata", "cema", "uncertain", "zeta",
     ]  # fmt: skip
-    labels = ["CEMA", "x/y", "Tent", "Source", "EATA", "Upload-all", "BN adapt", "Random"]
+    labels = ["CEMA", "x/y", "Tent", "Source", "EATA", "Upload-all", "BN adapt", "Random", "TDMR"]
+    labels.append("TDMR (upload-all)")
     assert _ordered(pd.Series(labels)) == [*method_order(), "x/y"]
 
 

@@ -457,7 +457,8 @@ def test_summary_states_model_bytes_rebuilds_versions_and_stale_time(tdmr_run):
     assert summary["rebuilds"] == summary["updates"] > 0
     assert summary["model_versions"] == {"0": summary["rebuilds"]}
     assert summary["model_payload"] == "full"
-    assert summary["model_switches"] == 2 * summary["rebuilds"]
+    assert summary["redeploy_switches"] == 2 * summary["rebuilds"]
+    assert "model_switches" not in summary  # that key is model selection's
     assert summary["stale_model_s"] > 0
     assert 0 < summary["stale_model_sample_fraction"] < 1
     for row in summary["per_device"]:

@@ -309,8 +309,8 @@ class _Scope:
 class TdmrAdapter(WholeModelAdapter):
     """TDMR: reprogram the foundation model, distil a whole edge model progressively, ship it."""
 
-    method_names = {"cema": "TDMR", "all": "TDMR (upload-all)", "random": "TDMR (random)"}
-    colour, marker = "#CC79A7", "P"
+    method_names = {"cema": "TDMR", "all": "TDMR (upload-all)"}
+    colour, marker, rank = "#CC79A7", "P", 10  # after CEMA
 
     class Config(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -275,7 +275,7 @@ class ModelCloud:
             + (f"-w{self.shipping.bits}" if self.shipping.kind == "quantized" else ""),
             "model_downloads": int(len(downloads)),
             "model_download_bytes": int(downloads["bytes"].sum()) if len(downloads) else 0,
-            "model_switches": int(len(switches)),
+            "redeploy_switches": int(len(switches)),
             "model_versions": {
                 str(scope): int(version) for scope, (version, *_) in sorted(self._published.items())
             },
