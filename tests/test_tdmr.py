@@ -505,3 +505,23 @@ def test_downlink_delta_is_refused_for_whole_models():
     data["cloud"]["downlink_payload"] = "delta"
     with pytest.raises(ValueError, match="cloud.tdmr.ship"):
         run_scenario(scenario_from_dict(data))
+
+
+def test_the_labelled_target_set_comes_from_the_train_split_corrupted_per_domain():
+    from simulator.data.labelled import labelled_target_set
+
+    scenario = scenario_from_dict(_tdmr_scenario(labelled_per_domain=3))
+    images, labels = labelled_target_set(scenario, 3)
+    assert images.shape == (6, 3, 32, 32) and images.dtype == torch.uint8
+    train = make_synthetic(1024, split="train", seed=0)
+    pool = torch.from_numpy(train.images).permute(0, 3, 1, 2)
+    for image in images:  # noise and contrast: corrupted, no image equals a train image
+        assert not (pool == image).flatten(1).all(1).any()
+    assert labels.dtype == torch.int64 and len(labels) == 6
+    again, _ = labelled_target_set(scenario, 3)
+    assert torch.equal(images, again)  # seeded
+    adapter = _adapter(labelled_batch=4, reprogram_steps=1, distill_steps=1, batch_size=16)
+    adapter.hold_labelled(images, labels)
+    adapter.observe(0, _noisy_synthetic(32))
+    stats = adapter.rebuild(0, 0.0)
+    assert stats.samples == 16 + 4  # each step: uploads and labelled images

@@ -1,6 +1,6 @@
 """A small labelled target set held by the cloud (TDMR's "limited target data").
 
-Drawn from the dataset's *train* split, never from the images the devices' streams show (those come
+Drawn from (a subsample of) the dataset's *train* split, never from the images the devices' streams show (those come
 from the test split), so labelled data cannot leak test labels: ``per_domain`` images for each domain
 the stream visits, chosen by a generator seeded from the scenario seed (distinct images per domain),
 corrupted as that domain is (``clean``: untouched).
@@ -18,6 +18,9 @@ from simulator.data.streams import stream_domains
 
 __all__ = ["labelled_target_set"]
 
+#: The train images the labelled set is chosen from: this many times what is wanted, at least
+#: ``MIN_POOL`` (the dataset's own subsample of its train split, as ``dataset.size`` takes one).
+POOL_FACTOR, MIN_POOL = 4, 1024
 #: The generator's purpose number (the engine's streams use 1-3, the network 11-14).
 _LABELLED = 21
 
@@ -27,11 +30,16 @@ def labelled_target_set(scenario: Scenario, per_domain: int) -> tuple[torch.Tens
     if per_domain < 1:
         raise ValueError(f"per_domain must be >= 1, got {per_domain}")
     data = scenario.dataset
-    train = create_dataset(
-        data.name, split="train", root=data.root, variant="auto", seed=scenario.seed, size=None
-    )
     domains = stream_domains(scenario.stream)
     wanted = per_domain * len(domains)
+    train = create_dataset(  # a pool of a few times what is wanted, not the whole split
+        data.name,
+        split="train",
+        root=data.root,
+        variant="auto",
+        seed=scenario.seed,
+        size=max(POOL_FACTOR * wanted, MIN_POOL),
+    )
     if wanted > len(train):
         raise ValueError(
             f"cloud.tdmr.labelled_per_domain {per_domain} x {len(domains)} domains needs "
