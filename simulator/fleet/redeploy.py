@@ -1,6 +1,7 @@
 """The cloud that rebuilds whole edge models and redeploys them (TDMR), as a SimPy actor.
 
-The story: uploads arrive and wait in one cloud queue with the rebuilds; a worker takes the next job.
+The story: uploads arrive and wait in one cloud queue with the rebuilds (:class:`JobQueue`, a SimPy
+store served in arrival order); a free worker takes the next job.
 An upload is stored by the adapter (with the shift trigger, the foundation model also reads it: a
 forward pass of simulated time). After each upload, and every ``tick_s`` of simulated time when the
 adapter rebuilds on a schedule, the cloud asks the adapter whether the upload's scope is due for a
@@ -15,12 +16,16 @@ download and switch (``model_switch``) is an event.
 
 Devices that hold the same model version of a scope share one inference executor
 (:class:`ModelDeployments`), so a fleet on one model still runs as one batched forward pass.
+
+Like :class:`simulator.fleet.cloud.Cloud`, this module reaches the devices only through
+:mod:`simulator.fleet.messages` (:class:`~simulator.fleet.messages.ModelReceiver`) and reports its
+own part of summary.json (:meth:`ModelCloud.summary`).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from typing import Any
 
 import numpy as np
@@ -28,15 +33,18 @@ import pandas as pd
 import simpy
 import torch
 
-from simulator.adaptation.base import AdaptStats
 from simulator.adaptation.whole_model import WholeModelAdapter
-from simulator.fleet.device import EdgeDevice, NormState, UploadMessage
+from simulator.fleet.cloud_time import CloudTime
 from simulator.fleet.executor import FleetExecutor
+from simulator.fleet.messages import ModelReceiver, NormState, UploadMessage
 from simulator.fleet.model_payload import decode_model, encode_model
 from simulator.metrics import EventRecorder
 from simulator.models.norm import get_norm_state
 
-__all__ = ["ModelCloud", "ModelDeployments", "stale_model_seconds"]
+__all__ = ["JobQueue", "ModelCloud", "ModelDeployments", "stale_model_seconds"]
+
+#: A job of the cloud's queue: ``("upload", message)`` or ``("rebuild", (scope, reason))``.
+Job = tuple[str, Any]
 
 
 class ModelDeployments:
@@ -79,10 +87,10 @@ class ModelCloud:
         self,
         env: simpy.Environment,
         adapter: WholeModelAdapter,
-        devices: dict[int, EdgeDevice],
+        devices: Mapping[int, ModelReceiver],
         *,
         workers: int,
-        step_time: Callable[[AdaptStats], float],
+        step_time: CloudTime,
         per_device_scope: bool,
         header_bytes: int,
         recorder: EventRecorder,
@@ -99,8 +107,7 @@ class ModelCloud:
         self.busy_s = 0.0
         self.busy_workers = 0
         self.compute_s: list[float] = []  # simulated seconds of each rebuild
-        self.queue: list[tuple[str, Any]] = []  # ("upload", message) | ("rebuild", (scope, why))
-        self._idle: list[simpy.Event] = []
+        self.jobs = JobQueue(env, taken=self._taken)
         self._rebuilding: set[object] = set()  # scopes with a rebuild queued or running
         self._newest_sample_s: dict[object, float] = {}
         # per scope, the newest published model: (version, weights, produced_s, samples_s)
@@ -128,19 +135,24 @@ class ModelCloud:
             self.env.process(self._clock(tick_s, until_s))
 
     def deliver(self, message: UploadMessage) -> None:
-        """An upload has arrived: it joins the queue; an idle worker wakes up."""
+        """Called when an upload has arrived: it joins the queue, which hands it to a free worker
+        if there is one."""
         self._enqueue(("upload", message))
 
     # -- the queue ---------------------------------------------------------------------------------
-    def _enqueue(self, job: tuple[str, Any]) -> None:
-        self.queue.append(job)
+    def _enqueue(self, job: Job) -> None:
+        """A job joins the queue, which hands it to a free worker if there is one."""
+        self.jobs.put(job)
         self._record_queue()
-        if self._idle:
-            self._idle.pop(0).succeed()
+
+    def _taken(self) -> None:
+        """A worker has taken a job from the queue: it is busy from now on."""
+        self.busy_workers += 1
+        self._record_queue()
 
     def _record_queue(self) -> None:
         self.recorder.message(
-            "queue", sim_time_s=self.env.now, queue=len(self.queue), busy=self.busy_workers
+            "queue", sim_time_s=self.env.now, queue=len(self.jobs.items), busy=self.busy_workers
         )
 
     def _consider(self, scope: object) -> None:
@@ -161,14 +173,7 @@ class ModelCloud:
     # -- service -----------------------------------------------------------------------------------
     def _worker(self) -> Generator[simpy.Event, None, None]:
         while True:
-            if not self.queue:
-                wake = self.env.event()
-                self._idle.append(wake)
-                yield wake
-                continue
-            kind, job = self.queue.pop(0)
-            self.busy_workers += 1
-            self._record_queue()
+            kind, job = yield self.jobs.get()
             if kind == "upload":
                 yield from self._ingest(job)
             else:
@@ -262,14 +267,25 @@ class ModelCloud:
         device.switch_model(executor, state)
 
     # -- the summary -------------------------------------------------------------------------------
-    def summary_figures(self, events: pd.DataFrame) -> dict[str, Any]:
-        """Model-shipping figures of the run for summary.json (see README, TDMR)."""
+    def summary(self, until_s: float) -> dict[str, Any]:
+        """The cloud's part of summary.json, as :meth:`simulator.fleet.cloud.Cloud.summary` gives
+        it (busy time, utilization, step cost), and what shipping whole models adds: rebuilds, the
+        payload, model downloads and their bytes, switches, the newest version per scope, and the
+        time devices ran a model older than the newest finished one (from the run's events so
+        far; per device in ``model_version_per_device`` and ``stale_model_s_per_device``)."""
+        events = self.recorder.frame()
         downloads = events[events["kind"] == "download"]
         switches = events[events["kind"] == "model_switch"]
         samples = events[events["kind"] == "sample"]
         stale = stale_model_seconds(events, self.scope)
         lag = samples["state_lag"].to_numpy(dtype=float) if len(samples) else np.zeros(0)
-        figures: dict[str, Any] = {
+        rebuild_ms = 1000.0 * float(np.mean(self.compute_s)) if self.compute_s else None
+        return {
+            "cloud_busy_s": self.busy_s,
+            "cloud_utilization": self.busy_s / (self.workers * until_s) if until_s else 0.0,
+            "cloud_profile": self.step_time.describe(),
+            "cloud_compute_s": float(sum(self.compute_s)),
+            "cloud_update_ms_mean": rebuild_ms,
             "rebuilds": len(self.compute_s),
             "model_payload": self.shipping.kind
             + (f"-w{self.shipping.bits}" if self.shipping.kind == "quantized" else ""),
@@ -279,22 +295,36 @@ class ModelCloud:
             "model_versions": {
                 str(scope): int(version) for scope, (version, *_) in sorted(self._published.items())
             },
+            "model_version_per_device": {
+                str(device): int(self._held.get(device, (0, None))[0])
+                for device in sorted(self.devices)
+            },
             "stale_model_s": float(sum(stale.values())),
+            "stale_model_s_per_device": {
+                str(device): float(stale.get(device, 0.0)) for device in sorted(self.devices)
+            },
             "stale_model_sample_fraction": float((lag > 0).mean()) if len(lag) else 0.0,
             "rebuild_compute_s": float(sum(self.compute_s)),
-            "rebuild_ms_mean": 1000.0 * float(np.mean(self.compute_s)) if self.compute_s else None,
+            "rebuild_ms_mean": rebuild_ms,
         }
-        per_device = {}
-        for device in self.devices:
-            held = self._held.get(device, (0, None))[0]
-            mine = downloads[downloads["device"] == device] if len(downloads) else downloads
-            per_device[device] = {
-                "model_version": int(held),
-                "model_download_bytes": int(mine["bytes"].sum()) if len(mine) else 0,
-                "stale_model_s": float(stale.get(device, 0.0)),
-            }
-        figures["per_device"] = per_device
-        return figures
+
+
+class JobQueue(simpy.Store):
+    """Uploads and rebuilds waiting at a model-shipping cloud: a SimPy store whose ``get`` hands a
+    free worker the oldest job (arrival order; workers wait in the store's own queue of get
+    requests, first come first served). ``taken`` is called as a worker takes its job (the cloud
+    counts it busy from that moment)."""
+
+    def __init__(self, env: simpy.Environment, taken: Callable[[], None]):
+        super().__init__(env)
+        self.taken = taken
+        self.items: list[Job] = []
+
+    def _do_get(self, event: simpy.resources.store.StoreGet) -> bool | None:
+        if self.items:
+            event.succeed(self.items.pop(0))
+            self.taken()
+        return True  # serve every waiting worker while jobs are queued
 
 
 def stale_model_seconds(
