@@ -3,14 +3,18 @@ cloud that redeploys whole models, and whole runs on the shipped synthetic model
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import simpy
 import torch
+import yaml
 from torch import nn
+from typer.testing import CliRunner
 
 from simulator.adaptation.base import AdaptStats
 from simulator.adaptation.tdmr import (
@@ -26,6 +30,7 @@ from simulator.adaptation.tdmr import (
     tdmr_distillation_loss,
 )
 from simulator.adaptation.whole_model import ModelShipping
+from simulator.cli import app
 from simulator.config import ScenarioError, scenario_from_dict
 from simulator.data.corruptions import corrupt
 from simulator.data.datasets import make_synthetic
@@ -461,9 +466,18 @@ def test_summary_states_model_bytes_rebuilds_versions_and_stale_time(tdmr_run):
     assert "model_switches" not in summary  # that key is model selection's
     assert summary["stale_model_s"] > 0
     assert 0 < summary["stale_model_sample_fraction"] < 1
-    for row in summary["per_device"]:
-        assert row["model_version"] == summary["rebuilds"]
-        assert row["model_download_bytes"] == row["download_bytes"]
+    versions = summary["model_version_per_device"]
+    assert versions == {"0": summary["rebuilds"], "1": summary["rebuilds"]}
+    per_device = summary["stale_model_s_per_device"]
+    assert set(per_device) == {"0", "1"}
+    assert sum(per_device.values()) == pytest.approx(summary["stale_model_s"])
+    rows = summary["per_device"]
+    assert sum(row["download_bytes"] for row in rows) == summary["model_download_bytes"]
+    # the cloud's part as the normalization-state cloud gives it: its busy time is the rebuilds'
+    assert summary["cloud_compute_s"] == pytest.approx(summary["rebuild_compute_s"])
+    assert summary["cloud_busy_s"] == pytest.approx(summary["rebuild_compute_s"])
+    expected = summary["cloud_busy_s"] / summary["sim_time_s"]  # one worker
+    assert summary["cloud_utilization"] == pytest.approx(expected)
     # a rebuild's cloud time: 40 ms per step (the tiny scenario's override), 5 steps
     updates = events[events["kind"] == "update"]
     assert updates["compute_s"].tolist() == pytest.approx([0.2] * len(updates))
@@ -525,3 +539,17 @@ def test_the_labelled_target_set_comes_from_the_train_split_corrupted_per_domain
     adapter.observe(0, _noisy_synthetic(32))
     stats = adapter.rebuild(0, 0.0)
     assert stats.samples == 16 + 4  # each step: uploads and labelled images
+
+
+@pytest.mark.slow
+def test_a_tdmr_run_through_the_cli_prints_rebuilds_and_writes_the_models_bytes(tmp_path: Path):
+    path = tmp_path / "tdmr.yaml"
+    path.write_text(yaml.safe_dump(_tdmr_scenario(reprogram_steps=1, distill_steps=2)))
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", str(path), "--out", str(out), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["adapter"] == "tdmr" and summary["rebuilds"] > 0
+    assert summary["download_bytes"] == summary["model_download_bytes"] > 0
+    shipped = f"{summary['rebuilds']:,} / {summary['model_downloads']:,} (full, "
+    assert shipped in result.output and "time on a stale model" in result.output
