@@ -1,10 +1,11 @@
 """Scenario -> Fleet: the SimPy environment with every actor of one run built and wired together.
 
 Each builder makes one part from the scenario (the dataset, the models, the cloud adapter, the edge
-inference executor, the cloud's step time, the model selectors, the cloud, the foundation model,
-the devices with their streams, links and policies); :func:`build_fleet` calls them in the order
-the run's randomness expects (models draw from torch's global generator seeded from the scenario
-seed, so the order is part of the result). :class:`Fleet` then runs the environment.
+inference executor, the cloud's step time, the model selectors, the cloud (for an adapter that ships
+whole models, TDMR, the cloud that redeploys them), the foundation model, the devices with their
+streams, links and policies); :func:`build_fleet` calls them in the order the run's randomness
+expects (models draw from torch's global generator seeded from the scenario seed, so the order is
+part of the result). :class:`Fleet` then runs the environment.
 
 Randomness: every draw comes from a generator seeded from the scenario seed and a purpose (and the
 device), so adding a consumer never shifts another's draws.
@@ -25,8 +26,10 @@ from policies.routing import ROUTING_POLICIES, OffloadConfig
 from policies.selection import SELECTION_POLICIES
 from policies.upload import UPLOAD_POLICIES, UploadPolicy
 from simulator.adaptation import ADAPTERS, CloudAdapter
+from simulator.adaptation.whole_model import WholeModelAdapter
 from simulator.config import Scenario
 from simulator.data.datasets import CorruptedFolder, ImageDataset, create_dataset
+from simulator.data.labelled import labelled_target_set
 from simulator.data.loader import BatchLoader, corruption_cache
 from simulator.data.streams import build_stream, stream_domains
 from simulator.fleet.cloud import Cloud
@@ -37,6 +40,7 @@ from simulator.fleet.foundation import FoundationServer
 from simulator.fleet.links import FleetNetwork
 from simulator.fleet.messages import NormState
 from simulator.fleet.payload import encoded_sizes
+from simulator.fleet.redeploy import ModelCloud, ModelDeployments
 from simulator.fleet.selection import DeviceSelector, Member
 from simulator.metrics import EventRecorder
 from simulator.models.flops import count_macs
@@ -73,7 +77,7 @@ class Fleet:
     dataset: ImageDataset
     adapter: CloudAdapter
     executor: FleetExecutor
-    cloud: Cloud
+    cloud: Cloud | ModelCloud
     network: FleetNetwork
     devices: dict[int, EdgeDevice]
     selectors: dict[int, DeviceSelector]
@@ -95,11 +99,14 @@ class Fleet:
             progress(self.env.now, self.env.now)
 
     def executors(self) -> list[FleetExecutor]:
-        """Every executor that ran edge batches (with model selection, each member's)."""
+        """Every executor that ran edge batches (with model selection, each member's; with whole
+        models shipped, each shipped model's)."""
         found = {id(self.executor): self.executor}
         if self.selectors:
             members = self.selectors[0].members.values()
             found = {id(m.executor): m.executor for m in members} | found
+        if isinstance(self.cloud, ModelCloud):
+            found |= {id(e): e for e in self.cloud.deployments.executors()}
         return list(found.values())
 
 
@@ -139,7 +146,7 @@ def build_fleet(
             scenario, edge_model, runtime, recorder, num_classes, image_shape
         )
     devices: dict[int, EdgeDevice] = {}
-    cloud = build_cloud(scenario, env, adapter, devices, cloud_time, recorder)
+    cloud = build_cloud(scenario, env, adapter, devices, cloud_time, recorder, edge_model, runtime)
     network = FleetNetwork(env, scenario.network, scenario.seed)
     foundation = build_foundation(scenario, env, teacher, num_classes, compute)
     end_s = build_devices(
@@ -158,6 +165,8 @@ def build_fleet(
         report_empty=UPLOAD_POLICIES.get(scenario.policy.name).uploads
         and type(adapter).hears_empty_batches(adapter.config),
     )
+    if isinstance(cloud, ModelCloud):  # rebuilds on a schedule: the clock runs to the last arrival
+        cloud.start(until_s=end_s)
     return Fleet(
         scenario,
         env,
@@ -275,8 +284,15 @@ def build_cloud(
     devices: dict[int, EdgeDevice],
     step_time: CloudTime,
     recorder: EventRecorder,
-) -> Cloud:
-    """The cloud's adaptation workers and queue (``devices`` is filled afterwards)."""
+    edge_model: torch.nn.Module,
+    runtime: FleetExecutor,
+) -> Cloud | ModelCloud:
+    """The cloud's adaptation workers and queue (``devices`` is filled afterwards): for an adapter
+    that ships whole models, the cloud that redeploys them (:func:`build_model_cloud`)."""
+    if isinstance(adapter, WholeModelAdapter):
+        return build_model_cloud(
+            scenario, env, adapter, devices, step_time, recorder, edge_model, runtime
+        )
     cloud = scenario.cloud
     return Cloud(
         env,
@@ -293,6 +309,43 @@ def build_cloud(
         payload=cloud.downlink_payload,
         tolerance=cloud.delta_tolerance,
         affine_only=adapter.edge_norm == "batch",
+    )
+
+
+def build_model_cloud(
+    scenario: Scenario,
+    env: simpy.Environment,
+    adapter: WholeModelAdapter,
+    devices: dict[int, EdgeDevice],
+    step_time: CloudTime,
+    recorder: EventRecorder,
+    edge_model: torch.nn.Module,
+    runtime: FleetExecutor,
+) -> ModelCloud:
+    """The cloud of an adapter that ships whole models (TDMR), holding the labelled target set the
+    adapter asks for; shipped models run on copies of ``edge_model`` with ``runtime``'s settings.
+    The normalization-state options of the cloud section do not apply to it (README, TDMR)."""
+    cloud = scenario.cloud
+    if cloud.downlink_payload != "full":
+        raise ValueError(
+            f"cloud.downlink_payload {cloud.downlink_payload!r} is for normalization states; "
+            f"cloud.adapter {cloud.adapter!r} ships whole models: set cloud.{cloud.adapter}.ship "
+            "(full, changed, quantized) instead"
+        )
+    per_domain = adapter.labelled_per_domain()
+    if per_domain:
+        adapter.hold_labelled(*labelled_target_set(scenario, per_domain))
+    return ModelCloud(
+        env,
+        adapter,
+        devices,
+        workers=cloud.workers,
+        step_time=step_time,
+        per_device_scope=cloud.scope == "per_device",
+        header_bytes=scenario.network.header_bytes,
+        recorder=recorder,
+        deployments=ModelDeployments(edge_model, runtime),
+        source_weights={k: v.detach().clone() for k, v in edge_model.state_dict().items()},
     )
 
 
@@ -409,7 +462,7 @@ def build_devices(
     dataset: ImageDataset,
     source_state: dict[str, torch.Tensor],
     runtime: FleetExecutor,
-    cloud: Cloud,
+    cloud: Cloud | ModelCloud,
     network: FleetNetwork,
     foundation: FoundationServer | None,
     selectors: dict[int, DeviceSelector],

@@ -35,8 +35,10 @@ def test_labels_rank_in_the_table_order_with_suffixes_and_others_last():
     order = method_order()
     assert order == (
         "Source", "BN adapt", "Tent", "EATA", "Upload-all", "Random", "Uncertain", "CEMA",
+        "TDMR", "TDMR (upload-all)",
     )  # fmt: skip
-    assert [method_rank(label) for label in order] == list(range(len(order)))
+    # a suffixed label ranks as its method: TDMR behind upload-all is TDMR
+    assert [method_rank(label) for label in order] == [*range(len(order) - 1), len(order) - 2]
     assert method_rank("CEMA (w/o replay)") == order.index("CEMA")
     assert method_rank("cema/budget (random)") == len(order)
 
@@ -51,6 +53,8 @@ def test_every_built_in_method_name_comes_from_its_plugin_class():
         ("cema", "random"): "Random",
         ("cema", "uncertain"): "Uncertain",
         ("cema", "cema"): "CEMA",
+        ("tdmr", "cema"): "TDMR",
+        ("tdmr", "all"): "TDMR (upload-all)",
     }
     assert {pair: method_label(*pair) for pair in pairs} == pairs
     assert method_label("eata", "all") == "eata/all"  # not Tent's name: styles are not inherited
@@ -78,7 +82,7 @@ def test_series_are_ordered_policies_by_rank_methods_by_rank_others_by_text():
         "none", "all", "random", "budget", "eata", "uncertain", "cema", "zeta",
     ]  # fmt: skip
     labels = ["CEMA", "x/y", "Tent", "Source", "EATA", "Upload-all", "BN adapt", "Random"]
-    labels.append("Uncertain")
+    labels += ["Uncertain", "TDMR", "TDMR (upload-all)"]
     assert _ordered(pd.Series(labels)) == [*method_order(), "x/y"]
 
 

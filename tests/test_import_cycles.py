@@ -90,6 +90,10 @@ def test_the_cloud_and_the_devices_meet_only_in_their_messages():
     assert "simulator.fleet.cloud" not in graph["simulator.fleet.device"]
     assert "simulator.fleet.messages" in graph["simulator.fleet.cloud"]
     assert "simulator.fleet.messages" in graph["simulator.fleet.device"]
+    # the cloud that ships whole models (TDMR) meets the devices the same way
+    assert "simulator.fleet.device" not in graph["simulator.fleet.redeploy"]
+    assert "simulator.fleet.redeploy" not in graph["simulator.fleet.device"]
+    assert "simulator.fleet.messages" in graph["simulator.fleet.redeploy"]
     assert not {m for m in graph["simulator.config"] if m.startswith("simulator.fleet")}
 
 

@@ -109,7 +109,8 @@ def test_the_built_in_plugins_declare_their_capabilities():
     assert [n for n in UPLOAD_POLICIES.names() if not UPLOAD_POLICIES.get(n).uploads] == ["none"]
     assert flagged(UPLOAD_POLICIES, "wraps_inner_policy") == ["budget"]
     assert flagged(SELECTION_POLICIES, "switches_models") == ["adaptivenet"]
-    assert flagged(ADAPTERS, "adapts_edge_state") == ["cema", "eata", "tent"]
+    assert flagged(ADAPTERS, "adapts_edge_state") == ["cema", "eata", "tdmr", "tent"]
+    assert flagged(ADAPTERS, "ships_models") == ["tdmr"]
 
 
 def test_the_teacher_check_follows_the_offloads_flag_not_the_routing_name(monkeypatch):

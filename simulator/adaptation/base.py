@@ -116,6 +116,10 @@ class CloudAdapter(Styled, ABC):
     #: False for an adapter whose cloud never changes the edge state it sends down (the source
     #: model, BN adaptation on the edge): it works for devices that run different models.
     adapts_edge_state: ClassVar[bool] = True
+    #: True for an adapter that rebuilds whole edge models and ships them (TDMR,
+    #: :class:`simulator.adaptation.whole_model.WholeModelAdapter`) instead of normalization states:
+    #: the fleet serves it with :class:`simulator.fleet.redeploy.ModelCloud`.
+    ships_models: ClassVar[bool] = False
     #: Memory layout of the cloud's models and batches; None: by compute device
     #: (:data:`CLOUD_MEMORY_FORMAT`). A subclass may fix one (benchmarks/cloud_layout_drift.py).
     memory_format_override: ClassVar[torch.memory_format | None] = None

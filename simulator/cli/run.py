@@ -219,6 +219,15 @@ def _print_summary(summary: dict, out_dir: Path, offloads: bool = False) -> None
             ),
             ("offload bytes", f"{summary['offload_bytes']:,}"),
         ]
+    if "rebuilds" in summary:  # an adapter that ships whole models (TDMR)
+        rows[-2:-2] = [
+            (
+                "models rebuilt / shipped",
+                f"{summary['rebuilds']:,} / {summary['model_downloads']:,} "
+                f"({summary['model_payload']}, {summary['model_download_bytes']:,} bytes)",
+            ),
+            ("time on a stale model", f"{summary['stale_model_s']:.1f} s (all devices)"),
+        ]
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)

@@ -246,6 +246,23 @@ class EdgeDevice:
         figures["energy_j"] = figures["energy_compute_j"] + figures["energy_radio_j"]
         return {"profile": self.profile, **figures}
 
+    def switch_model(self, executor: FleetExecutor, state: NormState) -> bool:
+        """A whole new edge model (TDMR, :mod:`simulator.fleet.redeploy`) has fully arrived: batches
+        whose computation starts from now on run on it (``executor``, its normalization ``state``);
+        one already computing finishes on the old model. Recorded as a ``model_switch`` event;
+        False (no switch) when the device already runs this version or a newer one."""
+        if state.version <= self.state.version:
+            return False
+        self.recorder.message(
+            "model_switch",
+            sim_time_s=self.env.now,
+            device=self.id,
+            from_version=self.state.version,
+            to_version=state.version,
+        )
+        self.executor, self.state = executor, state
+        return True
+
     def receive(self, state: NormState) -> None:
         """A downloaded state replaces the current one, unless an even newer one arrived first."""
         if state.version > self.state.version:

@@ -1,8 +1,10 @@
 """What travels between the devices and the cloud, apart from who sends it: upload messages up,
-normalization states down, and the callbacks through which each side reaches the other.
+normalization states (or whole models) down, and the callbacks through which each side reaches the
+other.
 
-The device module and the cloud module both import this one and neither imports the other: the
-engine's builders hand the cloud its devices as :class:`StateReceiver` and the devices the cloud's
+The device module and the cloud modules both import this one and neither imports the other: the
+engine's builders hand the cloud its devices as :class:`StateReceiver` (a cloud that ships whole
+models, :mod:`simulator.fleet.redeploy`: :class:`ModelReceiver`) and the devices the cloud's
 ``deliver`` and ``latest_version`` callbacks.
 """
 
@@ -15,9 +17,17 @@ from typing import TYPE_CHECKING, Protocol
 import torch
 
 if TYPE_CHECKING:
+    from simulator.fleet.executor import FleetExecutor
     from simulator.fleet.network import Link
 
-__all__ = ["Deliver", "LatestVersion", "NormState", "StateReceiver", "UploadMessage"]
+__all__ = [
+    "Deliver",
+    "LatestVersion",
+    "ModelReceiver",
+    "NormState",
+    "StateReceiver",
+    "UploadMessage",
+]
 
 
 @dataclass
@@ -56,3 +66,13 @@ class StateReceiver(Protocol):
     downlink: Link
 
     def receive(self, state: NormState) -> None: ...
+
+
+class ModelReceiver(Protocol):
+    """A device as a cloud that ships whole models sees it: its downlink, and where a model that
+    has fully arrived goes (the executor that runs it, its normalization state; False when the
+    device already runs that version or a newer one)."""
+
+    downlink: Link
+
+    def switch_model(self, executor: FleetExecutor, state: NormState) -> bool: ...
