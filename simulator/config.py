@@ -1379,13 +1379,18 @@ def _validate_plugins(
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The section model a location points into, to list allowed keys for an unknown one."""
     for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list of sections (``stream.groups.1``)
+            continue
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None)
-        # An optional section (``OutageConfig | None``) points into its model too.
-        ann = next((a for a in (ann, *get_args(ann)) if isinstance(a, type)), None)
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+        # An optional section (``OutageConfig | None``) points into its model too, and a list of
+        # sections (``list[StreamGroup] | None``) into its items' model.
+        candidates = [ann, *get_args(ann)]
+        candidates += [item for c in candidates for item in get_args(c)]
+        found = [a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not found:
             return None
-        model = ann
+        model = found[0]
     return model
 
 
