@@ -165,6 +165,8 @@ def data_stream(
           --set stream.schedule=gradual --set stream.samples_per_device=2304
       fleetsim data stream scenarios/quickstart.yaml --out labels.png \\
           --set stream.labels.alpha=0.1 --set stream.labels.correlation=0.1
+      fleetsim data stream scenarios/quickstart.yaml --device 2 --out groups.png \\
+          --set 'stream.groups=[{devices: [0, 1], corruptions: [fog]}, {devices: [2, 3]}]'
     """
     from simulator.build import build_device_stream
     from simulator.data.stream_preview import stream_figure, stream_summary
