@@ -31,7 +31,7 @@ from simulator.config import Scenario
 from simulator.data.datasets import CorruptedFolder, ImageDataset, create_dataset
 from simulator.data.labelled import labelled_target_set
 from simulator.data.loader import BatchLoader, corruption_cache
-from simulator.data.streams import build_stream, stream_domains
+from simulator.data.streams import DeviceStream, build_stream, stream_domains
 from simulator.fleet.cloud import Cloud
 from simulator.fleet.cloud_time import CloudTime
 from simulator.fleet.device import EdgeDevice
@@ -47,11 +47,12 @@ from simulator.models.flops import count_macs
 from simulator.models.norm import get_norm_state
 from simulator.models.zoo import create_model
 
-__all__ = ["Fleet", "build_fleet"]
+__all__ = ["Fleet", "build_device_stream", "build_fleet"]
 
 # Distinct streams of randomness derived from the scenario seed, one per purpose (and per device);
-# the network's own streams: simulator/fleet/links.py (11-14).
-STREAM, POLICY, POLICY_INNER = 1, 2, 3
+# the network's own streams: simulator/fleet/links.py (11-14). STREAM_LABELS: label shift, apart
+# from STREAM so that switching it on changes no domain or arrival.
+STREAM, POLICY, POLICY_INNER, STREAM_LABELS = 1, 2, 3, 4
 
 ProgressCallback = Callable[[float, float], None]  # (sim_time_s now, sim_time_s expected at end)
 
@@ -59,6 +60,19 @@ ProgressCallback = Callable[[float, float], None]  # (sim_time_s now, sim_time_s
 def seeded_rng(seed: int, purpose: int, device: int = 0) -> np.random.Generator:
     """The generator of one purpose (and device) of a run seeded ``seed``."""
     return np.random.default_rng([seed, purpose, device])
+
+
+def build_device_stream(scenario: Scenario, device: int, labels: np.ndarray) -> DeviceStream:
+    """Device ``device``'s stream in a run of ``scenario`` over a dataset with these labels (the
+    run's, and ``fleetsim data stream``'s picture of it)."""
+    return build_stream(
+        scenario.stream,
+        device,
+        len(labels),
+        seeded_rng(scenario.seed, STREAM, device),
+        labels=labels,
+        label_rng=seeded_rng(scenario.seed, STREAM_LABELS, device),
+    )
 
 
 @dataclass
@@ -472,7 +486,7 @@ def build_devices(
 ) -> float:
     """Every device with its stream, links, policies and source state, started as a process of
     ``env`` and put in ``devices``; returns the last arrival of any stream (simulated s)."""
-    net, edge, seed = scenario.network, scenario.edge, scenario.seed
+    net, edge = scenario.network, scenario.edge
     num_classes = dataset.num_classes
     routing = scenario.routing.params()
 
@@ -481,7 +495,7 @@ def build_devices(
 
     end_s = 0.0
     for d in range(scenario.fleet.devices):
-        stream = build_stream(scenario.stream, d, len(dataset), seeded_rng(seed, STREAM, d))
+        stream = build_device_stream(scenario, d, dataset.labels)
         end_s = max(end_s, float(stream.arrival_s[-1]))
         devices[d] = EdgeDevice(
             env,

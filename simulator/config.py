@@ -30,6 +30,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from simulator.hardware import CLOUD_PROFILES, CloudProfile, HardwareProfile
 from simulator.plugins import PluginError, import_plugin, is_path, load_entry_points
@@ -78,7 +79,8 @@ def _short(value: Any, limit: int = 80) -> str:
 
 Split = Literal["test", "train"]
 CorruptionSource = Literal["generated", "folder"]
-StreamSchedule = Literal["continual", "random"]
+StreamSchedule = Literal["continual", "random", "mixed", "gradual"]
+GradualStart = Literal["peak", "low"]
 Arrival = Literal["fixed", "poisson"]
 LatencyDist = Literal["constant", "normal", "lognormal", "empirical"]
 Encoding = Literal["raw", "jpeg", "png"]
@@ -348,8 +350,199 @@ class FleetConfig(Section):
     devices: int = Field(8, gt=0, le=100_000, description="number of edge devices")
 
 
+#: The severity walk of schedule ``gradual`` when ``severities`` is not given: up from 1 to
+#: ``severity`` and back down, one segment per step (CoTTA's gradual setting at severity 5).
+def gradual_walk(severity: int) -> list[int]:
+    """``[1, 2, ..., severity, ..., 2, 1]``: schedule gradual's default walk for a peak."""
+    return [*range(1, severity + 1), *range(severity - 1, 0, -1)]
+
+
+def _stream_error(errors: list[tuple[tuple[str | int, ...], Any, str]]) -> ValidationError:
+    """A ValidationError whose entries keep their own locations (``groups.1.schedule``) inside
+    the section that raised it; model validators use it to point at the key at fault."""
+    return ValidationError.from_exception_data(
+        "stream",
+        [
+            InitErrorDetails(
+                type=PydanticCustomError("stream_combination", "{message}", {"message": text}),
+                loc=loc,
+                input=value,
+            )
+            for loc, value, text in errors
+        ],
+    )
+
+
+def _device_ranges(devices: list[int] | set[int]) -> str:
+    """``[0, 1, 2, 3, 7]`` -> ``"0-3, 7"``."""
+    ordered = sorted(devices)
+    runs: list[list[int]] = []
+    for d in ordered:
+        if runs and d == runs[-1][-1] + 1:
+            runs[-1].append(d)
+        else:
+            runs.append([d])
+    return ", ".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def _known_corruption_names(names: list[str]) -> list[str]:
+    from simulator.data.corruptions import CORRUPTIONS
+
+    bad = [c for c in names if c != "clean" and c not in CORRUPTIONS]
+    if bad:
+        allowed = ["clean", *CORRUPTIONS.names()]
+        raise ValueError(f"unknown corruption {bad[0]!r}; allowed: {', '.join(allowed)}")
+    return names
+
+
+def _concentration(value: float | None, what: str) -> float | None:
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ValueError(f"must be > 0 and finite ({what}), or null for none; got {value}")
+    return value
+
+
+class LabelShiftConfig(Section):
+    """Label shift of each device's stream: a class prior per device and a temporally correlated
+    class order, both drawn from Dirichlet distributions seeded from the scenario seed. Both off
+    (null) by default: each device goes through the dataset in its own random order."""
+
+    alpha: float | None = Field(
+        None,
+        description="concentration of each device's class prior, a draw from a symmetric "
+        "Dirichlet (> 0): 0.1 gives each device a few dominant classes, 1 a skewed mix, 1000 "
+        "nearly the uniform mix (i.i.d.); each sample's class is drawn from its device's prior; "
+        "null: no prior",
+    )
+    correlation: float | None = Field(
+        None,
+        description="concentration of the temporally correlated class order (> 0; RoTTA's "
+        "delta, 0.1 in its practical setting): each block of the stream is cut into time "
+        "slots, each class's samples are spread over the slots by a Dirichlet draw, and each "
+        "slot plays its classes one run after another; small: long runs of one class; null: "
+        "classes in random order",
+    )
+    slots: int | None = Field(
+        None,
+        gt=0,
+        description="time slots per correlated block (default: the number of classes, at most "
+        "100, as RoTTA)",
+    )
+    block_samples: int | None = Field(
+        None,
+        gt=0,
+        description="samples per correlated block (default: each domain segment, so each "
+        "domain plays its own class order as in RoTTA; the whole stream for schedule mixed)",
+    )
+
+    @field_validator("alpha")
+    @classmethod
+    def _positive_alpha(cls, v: float | None) -> float | None:
+        return _concentration(
+            v, "a Dirichlet concentration: small = few classes per device, large = i.i.d."
+        )
+
+    @field_validator("correlation")
+    @classmethod
+    def _positive_correlation(cls, v: float | None) -> float | None:
+        return _concentration(v, "a Dirichlet concentration: small = long runs of one class")
+
+    @model_validator(mode="after")
+    def _slots_need_correlation(self) -> LabelShiftConfig:
+        if self.correlation is None:
+            unused = [k for k in ("slots", "block_samples") if getattr(self, k) is not None]
+            if unused:
+                raise _stream_error(
+                    [
+                        ((k,), getattr(self, k), "has no effect without labels.correlation")
+                        for k in unused
+                    ]
+                )
+        return self
+
+    @property
+    def active(self) -> bool:
+        """Whether the stream's classes are shifted at all."""
+        return self.alpha is not None or self.correlation is not None
+
+
+class StreamGroup(Section):
+    """Devices that share one schedule (an environment: a street, a farm). A key left out takes
+    the stream's value; ``stagger`` is the exception (default false, see below)."""
+
+    devices: list[int] = Field(
+        min_length=1, description="the group's device ids (0 to fleet.devices - 1)"
+    )
+    corruptions: list[str] | None = Field(
+        None, min_length=1, description="the group's domains, in order (default: the stream's)"
+    )
+    severity: int | None = Field(None, ge=1, le=5, description="the group's severity, 1-5")
+    severities: list[int] | None = Field(
+        None, min_length=1, description="the group's severity walk (schedule gradual)"
+    )
+    schedule: StreamSchedule | None = Field(None, description="the group's schedule")
+    segment_samples: int | None = Field(
+        None, gt=0, description="samples per domain segment (the group's timing)"
+    )
+    gradual_start: GradualStart | None = Field(
+        None, description="where the group's first gradual walk starts"
+    )
+    stagger: bool = Field(
+        False,
+        description="rotate the group's corruption order by each device's position in the "
+        "group (default false: the group's devices meet the same domain at the same time)",
+    )
+    labels: LabelShiftConfig | None = Field(
+        None, description="the group's label shift (replaces the stream's labels whole)"
+    )
+
+    @field_validator("devices")
+    @classmethod
+    def _device_ids(cls, v: list[int]) -> list[int]:
+        negative = [d for d in v if d < 0]
+        if negative:
+            raise ValueError(f"device ids are 0 or more, got {negative[0]}")
+        repeated = sorted({d for d in v if v.count(d) > 1})
+        if repeated:
+            raise ValueError(f"device {repeated[0]} is listed twice")
+        return v
+
+    @field_validator("corruptions")
+    @classmethod
+    def _known_corruptions(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _known_corruption_names(v)
+
+    @field_validator("severities")
+    @classmethod
+    def _severities_in_range(cls, v: list[int] | None) -> list[int] | None:
+        return _severity_walk(v)
+
+
+def _severity_walk(v: list[int] | None) -> list[int] | None:
+    bad = [s for s in v or [] if not 1 <= s <= 5]
+    if bad:
+        raise ValueError(f"severities are 1-5, got {bad[0]}")
+    return v
+
+
+#: Stream keys left out of the resolved config while at their defaults (StreamConfig.resolved).
+QUIET_STREAM_KEYS = ("severities", "gradual_start", "labels", "groups")
+
+#: The keys a stream group may set, besides its ``devices``.
+GROUP_KEYS = (
+    "corruptions",
+    "severity",
+    "severities",
+    "schedule",
+    "segment_samples",
+    "gradual_start",
+    "stagger",
+    "labels",
+)
+
+
 class StreamConfig(Section):
-    """What each device sees: a schedule of corruption domains and an arrival process."""
+    """What each device sees: a schedule of corruption domains, the classes of its samples and an
+    arrival process; per device group (``groups``) where devices live in different places."""
 
     samples_per_device: int = Field(1024, gt=0, description="test samples each device classifies")
     batch_size: int = Field(64, gt=0, description="edge batch size (CEMA uses 64)")
@@ -358,14 +551,44 @@ class StreamConfig(Section):
         min_length=1,
         description="domains, in order; 'clean' is the uncorrupted domain",
     )
-    severity: int = Field(5, ge=1, le=5, description="corruption severity, 1-5")
+    severity: int = Field(
+        5, ge=1, le=5, description="corruption severity, 1-5 (schedule gradual: the walk's peak)"
+    )
+    severities: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="schedule gradual only: the severity walk each corruption goes through, one "
+        "segment per step (default: 1 up to severity and back down, [1, 2, 3, 4, 5, 4, 3, 2, 1] "
+        "at severity 5)",
+    )
     schedule: StreamSchedule = Field(
         "continual",
-        description="continual: the corruptions in order, cycling; random: Markov switching",
+        description="continual: the corruptions in order, cycling; random: Markov switching "
+        "to another corruption each segment; mixed: each sample from a uniformly drawn "
+        "corruption; gradual: the corruptions in order, each walking its severities one "
+        "segment per step (CoTTA's gradual setting)",
     )
-    segment_samples: int = Field(256, gt=0, description="samples per domain segment")
+    gradual_start: GradualStart = Field(
+        "peak",
+        description="schedule gradual: peak starts the first corruption at the walk's highest "
+        "severity and walks down (CoTTA: 5, 4, 3, 2, 1, then 1 ... 5 ... 1 for every next one); "
+        "low walks the whole walk for every corruption (the test-time-adaptation benchmark's)",
+    )
+    segment_samples: int = Field(
+        256, gt=0, description="samples per domain segment (gradual: per severity step)"
+    )
     stagger: bool = Field(
         True, description="rotate each device's corruption order so devices see different domains"
+    )
+    labels: LabelShiftConfig = Field(
+        default_factory=LabelShiftConfig,
+        description="label shift: per-device class priors and temporally correlated classes",
+    )
+    groups: list[StreamGroup] | None = Field(
+        None,
+        min_length=1,
+        description="device groups with their own schedule: [{devices: [0, 1], corruptions: "
+        "[fog, snow], severity: 3, ...}, ...]; together they hold every device once",
     )
     arrival: Arrival = Field("fixed", description="sample arrival process")
     rate_hz: float | list[float] = Field(
@@ -380,13 +603,171 @@ class StreamConfig(Section):
     @field_validator("corruptions")
     @classmethod
     def _known_corruptions(cls, v: list[str]) -> list[str]:
-        from simulator.data.corruptions import CORRUPTIONS
+        return _known_corruption_names(v)
 
-        bad = [c for c in v if c != "clean" and c not in CORRUPTIONS]
-        if bad:
-            allowed = ["clean", *CORRUPTIONS.names()]
-            raise ValueError(f"unknown corruption {bad[0]!r}; allowed: {', '.join(allowed)}")
-        return v
+    @field_validator("severities")
+    @classmethod
+    def _severities_in_range(cls, v: list[int] | None) -> list[int] | None:
+        return _severity_walk(v)
+
+    @model_validator(mode="after")
+    def _schedules_make_sense(self) -> StreamConfig:
+        errors: list[tuple[tuple[str | int, ...], Any, str]] = []
+        if self.groups is None:
+            errors += self._schedule_errors(self, lambda key: (key,), "")
+        else:
+            errors += self._group_errors()
+        if errors:
+            raise _stream_error(errors)
+        return self
+
+    def _group_errors(self) -> list[tuple[tuple[str | int, ...], Any, str]]:
+        assert self.groups is not None
+        errors: list[tuple[tuple[str | int, ...], Any, str]] = []
+        owner: dict[int, int] = {}
+        for i, group in enumerate(self.groups):
+            for d in group.devices:
+                if d in owner:
+                    errors.append(
+                        (
+                            ("groups", i, "devices"),
+                            group.devices,
+                            f"device {d} is also in group {owner[d]}: each device belongs to "
+                            "one group",
+                        )
+                    )
+                    break
+                owner[d] = i
+            merged = self.for_group(i)
+
+            def where(key: str, i: int = i, group: StreamGroup = group) -> tuple[str | int, ...]:
+                return ("groups", i, key) if key in group.model_fields_set else (key,)
+
+            note = f" (group {i}: devices {_device_ranges(group.devices)})"
+            errors += self._schedule_errors(merged, where, note)
+        # a stream key at fault in several groups that inherit it is reported once
+        seen: set[tuple[str | int, ...]] = set()
+        out = []
+        for loc, value, text in errors:
+            if len(loc) == 1 and loc in seen:
+                continue
+            seen.add(loc)
+            out.append((loc, value, text))
+        return out
+
+    @staticmethod
+    def _schedule_errors(
+        config: StreamConfig, where: Any, note: str
+    ) -> list[tuple[tuple[str | int, ...], Any, str]]:
+        """What is wrong with one effective schedule (the stream's, or a group's merged with the
+        stream's): keys that mean nothing for its schedule, and gradual walks of one severity."""
+        errors = []
+        if config.schedule == "gradual":
+            if config.severities is None and config.severity == 1:
+                errors.append(
+                    (
+                        where("severity"),
+                        1,
+                        "schedule gradual walks from severity 1 up to severity and back, so "
+                        "severity 1 is one severity, nothing gradual: give severity 2-5, a walk "
+                        f"in severities, or schedule continual{note}",
+                    )
+                )
+            elif config.severities is not None and len(set(config.severities)) < 2:
+                errors.append(
+                    (
+                        where("severities"),
+                        config.severities,
+                        "schedule gradual needs a walk of two or more different severities "
+                        f"(e.g. [1, 2, 3, 4, 5, 4, 3, 2, 1]); for one severity use schedule "
+                        f"continual{note}",
+                    )
+                )
+            if (
+                config.severities is not None
+                and "severity" in config.model_fields_set
+                and where("severity")[:-1] == where("severities")[:-1]
+            ):
+                errors.append(
+                    (
+                        where("severity"),
+                        config.severity,
+                        "give either severity (gradual walks 1 up to it and back) or severities "
+                        f"(the walk itself), not both{note}",
+                    )
+                )
+        else:
+            if config.severities is not None:
+                errors.append(
+                    (
+                        where("severities"),
+                        config.severities,
+                        f"is the severity walk of schedule gradual; schedule {config.schedule} "
+                        f"uses severity (one value){note}",
+                    )
+                )
+            if "gradual_start" in config.model_fields_set:
+                errors.append(
+                    (
+                        where("gradual_start"),
+                        config.gradual_start,
+                        f"has no effect with schedule {config.schedule} (only gradual){note}",
+                    )
+                )
+        return errors
+
+    def for_group(self, group: int) -> StreamConfig:
+        """Group ``group``'s effective stream: the stream's keys, overridden by those it sets
+        (no groups of its own). Keys set by either count as set (``model_fields_set``)."""
+        assert self.groups is not None
+        chosen = self.groups[group]
+        update = {k: getattr(chosen, k) for k in GROUP_KEYS if k in chosen.model_fields_set}
+        if "severity" in update and "severities" not in update:
+            update["severities"] = None  # the group's own peak wins over the stream's walk
+        update.setdefault("stagger", False)  # a group is one environment unless it says otherwise
+        return self.model_copy(update={**update, "groups": None})
+
+    def group_of(self, device: int) -> int | None:
+        """The index of ``device``'s group (None without groups)."""
+        if self.groups is None:
+            return None
+        for i, group in enumerate(self.groups):
+            if device in group.devices:
+                return i
+        raise ValueError(f"device {device} is in no stream group")
+
+    def for_device(self, device: int) -> tuple[StreamConfig, int | None, int]:
+        """``device``'s effective stream, its group (None without groups) and its position for
+        ``stagger`` (its place in its group, or its id)."""
+        group = self.group_of(device)
+        if group is None:
+            return self, None, device
+        assert self.groups is not None
+        return self.for_group(group), group, self.groups[group].devices.index(device)
+
+    def effective(self) -> list[StreamConfig]:
+        """Every effective stream in use: the stream's own, or each group's."""
+        if self.groups is None:
+            return [self]
+        return [self.for_group(i) for i in range(len(self.groups))]
+
+    def resolved(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The section's dump ``data`` for config.yaml: the keys added with schedules mixed and
+        gradual, label shift and groups are left out while at their defaults, so a scenario
+        without them keeps the config (and a sweep's config hash) it had; groups list only the
+        keys they set."""
+        defaults = StreamConfig().model_dump(mode="json")
+        data = {k: v for k, v in data.items() if not (k in QUIET_STREAM_KEYS and v == defaults[k])}
+        if data.get("groups") is not None:
+            data["groups"] = [
+                {k: v for k, v in group.items() if v is not None} for group in data["groups"]
+            ]
+        return data
+
+    def walk(self) -> list[int]:
+        """The severity walk of schedule gradual (``severities``, or 1 up to ``severity`` and
+        back)."""
+        return list(self.severities) if self.severities is not None else gradual_walk(self.severity)
 
 
 class LatencyConfig(Section):
@@ -920,11 +1301,47 @@ class Scenario(Section):
             )
         return value
 
+    @model_validator(mode="after")
+    def _stream_groups_cover_the_fleet(self) -> Scenario:
+        """With ``stream.groups`` every device of the fleet is in one group, and no group names
+        a device the fleet does not have."""
+        groups, devices = self.stream.groups, self.fleet.devices
+        if groups is None:
+            return self
+        errors = []
+        for i, group in enumerate(groups):
+            beyond = [d for d in group.devices if d >= devices]
+            if beyond:
+                errors.append(
+                    (
+                        ("stream", "groups", i, "devices"),
+                        group.devices,
+                        f"device {beyond[0]} does not exist: fleet.devices is {devices} "
+                        f"(ids 0-{devices - 1})",
+                    )
+                )
+        missing = set(range(devices)) - {d for g in groups for d in g.devices}
+        if missing:
+            errors.append(
+                (
+                    ("stream", "groups"),
+                    [g.devices for g in groups],
+                    f"device{'s' if len(missing) > 1 else ''} {_device_ranges(missing)} "
+                    f"{'are' if len(missing) > 1 else 'is'} in no group: with stream.groups "
+                    f"every device of the fleet (fleet.devices {devices}: ids 0-{devices - 1}) "
+                    "needs one",
+                )
+            )
+        if errors:
+            raise _stream_error(errors)
+        return self
+
     def resolved(self) -> dict[str, Any]:
         """Plain dict of every value in force (defaults filled), as written to config.yaml."""
         data = self.model_dump(mode="json")
         if not data["plugins"]:  # runs without plug-ins keep the config (and hash) they had
             del data["plugins"]
+        data["stream"] = self.stream.resolved(data["stream"])
         for section in plugin_sections():
             data[section] = getattr(self, section).resolved()
         return data
@@ -962,13 +1379,18 @@ def _validate_plugins(
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
     """The section model a location points into, to list allowed keys for an unknown one."""
     for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list of sections (``stream.groups.1``)
+            continue
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None)
-        # An optional section (``OutageConfig | None``) points into its model too.
-        ann = next((a for a in (ann, *get_args(ann)) if isinstance(a, type)), None)
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+        # An optional section (``OutageConfig | None``) points into its model too, and a list of
+        # sections (``list[StreamGroup] | None``) into its items' model.
+        candidates = [ann, *get_args(ann)]
+        candidates += [item for c in candidates for item in get_args(c)]
+        found = [a for a in candidates if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not found:
             return None
-        model = ann
+        model = found[0]
     return model
 
 

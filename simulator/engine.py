@@ -48,7 +48,12 @@ def scenario_warnings(scenario: Scenario) -> list[str]:
             f"stream.batch_size {batch} is larger than stream.samples_per_device {samples}: "
             f"each device classifies one batch of {samples}"
         )
-    elif batch > segment and samples > segment and len(set(scenario.stream.corruptions)) > 1:
+    elif (
+        batch > segment
+        and samples > segment
+        and len(set(scenario.stream.corruptions)) > 1
+        and scenario.stream.schedule != "mixed"  # mixed draws each sample's domain: no segments
+    ):
         found.append(
             f"stream.batch_size {batch} is larger than stream.segment_samples {segment}: every "
             "batch mixes images of two or more domains"

@@ -13,6 +13,10 @@ Events are one tidy table (``events.parquet``), one row per event, ``kind`` sayi
   the cloud foundation model arriving there, the cloud's answer arriving back on the device (with
   the cloud's ``cloud_queue_s`` and ``cloud_compute_s``), and offload messages the uplink dropped.
 
+Where the stream has them (:mod:`simulator.data.streams`), sample rows carry the device's
+``stream_group``, the ``class_prior`` of the sample's class on its device and its correlation
+``label_slot``.
+
 Sample rows also say who answered (``offloaded``, ``route``, the routing ``threshold`` and the
 sample's ``uncertainty``), what was delivered (``delivered_prediction``, ``delivered_correct``) and
 the end-to-end ``latency_s`` from batch ready to answer delivered.

@@ -56,3 +56,44 @@ def test_data_commands_refuse_bad_input_with_exit_code_2(tmp_path, args, message
     assert result.exit_code == 2
     assert message in " ".join(result.output.split())
     assert not np.any([p.suffix == ".npy" for p in tmp_path.rglob("*")])
+
+
+def test_data_stream_draws_a_device_stream_and_says_what_it_shows(tiny_yaml, tmp_path):
+    out = tmp_path / "figs" / "stream.png"
+    args = ["data", "stream", str(tiny_yaml), "--device", "1", "--out", str(out)]
+    args += ["--set", "stream.schedule=gradual", "--set", "stream.labels.alpha=0.5"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "tiny: device 1, schedule gradual, alpha 0.5" in text
+    assert "256 samples in 8 batches over 8.0 simulated s" in text
+    assert "class prior:" in text
+    with Image.open(out) as image:
+        width, height = image.size
+    assert width > height > 300
+
+
+def test_data_stream_refuses_a_device_the_fleet_does_not_have(tiny_yaml, tmp_path):
+    out = tmp_path / "s.png"
+    result = runner.invoke(app, ["data", "stream", str(tiny_yaml), "--device", "2", "-o", str(out)])
+    assert result.exit_code == 2
+    assert "--device 2 does not exist: fleet.devices is 2 (ids 0-1)" in result.output
+    assert not out.exists()
+
+
+def test_data_stream_reports_an_invalid_stream_by_its_key(tiny_yaml, tmp_path):
+    out = tmp_path / "s.png"
+    args = ["data", "stream", str(tiny_yaml), "-o", str(out), "--set", "stream.labels.alpha=0"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert "stream.labels.alpha = 0: must be > 0" in " ".join(result.output.split())
+    assert not out.exists()
+
+
+def test_data_stream_help_teaches_the_stream_options():
+    result = runner.invoke(app, ["data", "stream", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for words in ("continual | random | mixed | gradual", "labels.alpha", "labels.correlation"):
+        assert words in text
+    assert "fleetsim data stream scenarios/quickstart.yaml --device 3 --out stream.png" in text

@@ -101,6 +101,17 @@ def _dataset(name: str, split: str, root: Path | None, variant: str, seed: int, 
         _fail(exc)
 
 
+def _load(path: Path, overrides: list[str] | None):
+    """The validated scenario of a YAML file and ``--set`` overrides, or exit 2 naming each
+    problem."""
+    from simulator.config import load_scenario
+
+    try:
+        return load_scenario(path, overrides or [])
+    except ValueError as exc:  # a ScenarioError, or a model lookup that failed while validating
+        _fail(exc)
+
+
 def _progress(count: str, enabled: bool) -> Progress:
     """A progress bar on stderr: description, bar, COUNT (a rich format of the task) and time."""
     return Progress(

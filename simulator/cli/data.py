@@ -1,4 +1,5 @@
-"""``fleetsim data``: precompute corrupted sets into the disk cache, preview corruptions."""
+"""``fleetsim data``: precompute corrupted sets into the disk cache, preview corruptions and a
+device's stream."""
 
 from __future__ import annotations
 
@@ -8,9 +9,22 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from simulator.cli.common import _dataset, _fail, _progress, app, console
+from simulator.cli.common import (
+    ScenarioArg,
+    SetOption,
+    _dataset,
+    _fail,
+    _load,
+    _progress,
+    _warn,
+    app,
+    console,
+)
 
-data_app = typer.Typer(help="Corrupted datasets: precompute the disk cache, preview corruptions.")
+data_app = typer.Typer(
+    help="Corrupted datasets and streams: precompute the disk cache, preview corruptions, "
+    "picture a device's stream."
+)
 app.add_typer(data_app, name="data")
 
 
@@ -120,3 +134,67 @@ def data_preview(
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=100 if size_px == 32 else 160)
     console.print(f"wrote {escape(str(out))} ({len(names)} corruptions x {len(levels)} severities)")
+
+
+@data_app.command("stream")
+def data_stream(
+    scenario: ScenarioArg,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Image to write (PNG, PDF, ...).")],
+    device: Annotated[
+        int, typer.Option("--device", min=0, help="Device id, 0 to fleet.devices - 1.")
+    ] = 0,
+    overrides: SetOption = None,
+) -> None:
+    """Draw one device's stream over simulated time: the corruption mix of each edge batch, its
+    severity and its class mix (with the device's class prior under stream.labels.alpha).
+
+    Built from the scenario exactly as a run builds it (same seed, same draws), without running
+    anything: the way to check a schedule before spending a run on it. What shapes the picture
+    (stream section of the scenario, or --set):
+
+    \b
+      schedule        continual | random | mixed | gradual (severity walks 1 -> 5 -> 1)
+      groups          device groups with their own corruptions, severity, schedule, timing
+      labels.alpha    per-device class prior ~ Dirichlet(alpha): 0.1 few classes, 1000 i.i.d.
+      labels.correlation   runs of one class (RoTTA's Dirichlet order): 0.1 long runs
+
+    \b
+    Examples:
+      fleetsim data stream scenarios/quickstart.yaml --device 3 --out stream.png
+      fleetsim data stream scenarios/quickstart.yaml --out gradual.png \\
+          --set stream.schedule=gradual --set stream.samples_per_device=2304
+      fleetsim data stream scenarios/quickstart.yaml --out labels.png \\
+          --set stream.labels.alpha=0.1 --set stream.labels.correlation=0.1
+      fleetsim data stream scenarios/quickstart.yaml --device 2 --out groups.png \\
+          --set 'stream.groups=[{devices: [0, 1], corruptions: [fog]}, {devices: [2, 3]}]'
+    """
+    from simulator.build import build_device_stream
+    from simulator.data.stream_preview import stream_figure, stream_summary
+    from simulator.engine import scenario_warnings
+
+    resolved = _load(scenario, overrides)
+    devices = resolved.fleet.devices
+    if device >= devices:
+        _fail(f"--device {device} does not exist: fleet.devices is {devices} (ids 0-{devices - 1})")
+    _warn(w for w in scenario_warnings(resolved) if w.startswith("stream."))
+    config = resolved.dataset
+    dataset = _dataset(
+        config.name, config.split, config.root, config.variant, resolved.seed, config.size
+    )
+    stream = build_device_stream(resolved, device, dataset.labels)
+    own, group, _ = resolved.stream.for_device(device)
+    parts = [f"{resolved.name}: device {device}"]
+    if group is not None:
+        parts.append(f"group {group}")
+    parts.append(f"schedule {own.schedule}")
+    if own.labels.alpha is not None:
+        parts.append(f"alpha {own.labels.alpha:g}")
+    if own.labels.correlation is not None:
+        parts.append(f"correlation {own.labels.correlation:g}")
+    title = ", ".join(parts)
+    figure = stream_figure(stream, dataset.labels, dataset.class_names, title)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    console.print(f"wrote {escape(str(out))} ({escape(title)})", highlight=False)
+    for line in stream_summary(stream, dataset.labels, dataset.class_names):
+        console.print(f"  {escape(line)}", highlight=False)

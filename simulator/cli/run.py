@@ -16,21 +16,13 @@ from simulator.cli.common import (
     SetOption,
     _device,
     _fail,
+    _load,
     _progress,
     _warn,
     app,
     console,
     errors,
 )
-
-
-def _load(path: Path, overrides: list[str] | None):
-    from simulator.config import load_scenario
-
-    try:
-        return load_scenario(path, overrides or [])
-    except ValueError as exc:  # a ScenarioError, or a model lookup that failed while validating
-        _fail(exc)
 
 
 @app.command()

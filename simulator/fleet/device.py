@@ -132,6 +132,7 @@ class EdgeDevice:
                 delivered_correct=prediction == labels,
                 latency_s=np.where(offload, np.nan, self.env.now - ready_s),
                 **chosen_model,
+                **self.stream.sample_columns(rows),
             )
             if offload.any():  # before this batch's upload: the latency-critical message goes first
                 offloaded = np.flatnonzero(offload)
