@@ -36,13 +36,14 @@ from simulator.adaptation import CloudAdapter
 from simulator.config import CloudSchedule, DownlinkPayload
 from simulator.fleet.cloud_time import CloudTime
 from simulator.fleet.messages import NormState, StateReceiver, UploadMessage
+from simulator.fleet.scopes import ScopedPublisher
 from simulator.metrics import EventRecorder
 from simulator.models.norm import norm_state_nbytes
 
 AFFINE_FIELDS = (".weight", ".bias")
 
 
-class Cloud:
+class Cloud(ScopedPublisher):
     """SimPy actor for the cloud adapter shared by the fleet."""
 
     def __init__(
@@ -88,17 +89,9 @@ class Cloud:
         # per scope, the newest state whose simulated compute is over: (version, tensors,
         # produced_s, samples_s). With several workers the adapter may already hold a newer state
         # that another worker is still "computing"; devices never receive it before it is done.
-        self._published: dict[object, tuple[int, dict[str, torch.Tensor], float, float]] = {}
+        self._init_published()
         for _ in range(workers):
             env.process(self._worker())
-
-    def scope(self, device: int) -> int:
-        return device if self.per_device_scope else 0
-
-    def latest_version(self, device: int) -> int:
-        """Version of the newest finished state of ``device``'s scope now."""
-        published = self._published.get(self.scope(device))
-        return 0 if published is None else published[0]
 
     def summary(self, until_s: float) -> dict[str, Any]:
         """The cloud's part of summary.json: how busy its workers were, what a step cost (the

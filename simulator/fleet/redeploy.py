@@ -38,6 +38,7 @@ from simulator.fleet.cloud_time import CloudTime
 from simulator.fleet.executor import FleetExecutor
 from simulator.fleet.messages import ModelReceiver, NormState, UploadMessage
 from simulator.fleet.model_payload import decode_model, encode_model
+from simulator.fleet.scopes import ScopedPublisher
 from simulator.metrics import EventRecorder
 from simulator.models.norm import get_norm_state
 
@@ -80,7 +81,7 @@ class ModelDeployments:
         return [executor for executor, _ in self._built.values()]
 
 
-class ModelCloud:
+class ModelCloud(ScopedPublisher):
     """SimPy actor: stores uploads, rebuilds each scope's edge model when due, ships it whole."""
 
     def __init__(
@@ -111,7 +112,7 @@ class ModelCloud:
         self._rebuilding: set[object] = set()  # scopes with a rebuild queued or running
         self._newest_sample_s: dict[object, float] = {}
         # per scope, the newest published model: (version, weights, produced_s, samples_s)
-        self._published: dict[object, tuple[int, dict[str, torch.Tensor], float, float]] = {}
+        self._init_published()
         # per device, what it holds (a device's own storage): version and weights
         self._held: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}
         self._sent: dict[int, tuple[int, dict[str, torch.Tensor]]] = {}  # what it will hold
@@ -119,14 +120,6 @@ class ModelCloud:
         self._payloads: dict[tuple[object, int, int], bytes] = {}
         for _ in range(workers):
             env.process(self._worker())
-
-    def scope(self, device: int) -> int:
-        return device if self.per_device_scope else 0
-
-    def latest_version(self, device: int) -> int:
-        """Version of the newest model of ``device``'s scope that has finished rebuilding."""
-        published = self._published.get(self.scope(device))
-        return 0 if published is None else published[0]
 
     def start(self, until_s: float) -> None:
         """Ask about scheduled rebuilds every ``tick_s`` until the last sample has arrived."""
