@@ -124,6 +124,12 @@ class CloudAdapter(Styled, ABC):
     #: (:data:`CLOUD_MEMORY_FORMAT`). A subclass may fix one (benchmarks/cloud_layout_drift.py).
     memory_format_override: ClassVar[torch.memory_format | None] = None
 
+    @classmethod
+    def config_or_default(cls, config: BaseModel | None) -> Any:
+        """``config`` when it is this adapter's ``Config``, else the defaults (for class-level
+        questions asked before an adapter exists, such as :meth:`edge_norm_for`)."""
+        return config if isinstance(config, cls.Config) else cls.Config()
+
     def __init__(
         self,
         edge_model: nn.Module,

@@ -282,13 +282,13 @@ class CemaAdapter(ScopedAdapter):
 
     @classmethod
     def hears_empty_batches(cls, config: BaseModel | None) -> bool:
-        cfg = config if isinstance(config, cls.Config) else cls.Config()
+        cfg = cls.config_or_default(config)
         return cfg.replay_after_empty_batch
 
     @classmethod
     def edge_norm_for(cls, config: BaseModel | None) -> EdgeNorm:
         # per run, not per class; a tbr edge deploys running statistics like an eval one
-        cfg = config if isinstance(config, cls.Config) else cls.Config()
+        cfg = cls.config_or_default(config)
         return "batch" if cfg.edge_norm == "batch" else "eval"
 
     def __init__(

@@ -413,7 +413,7 @@ class TdmrAdapter(WholeModelAdapter):
 
     @classmethod
     def edge_norm_for(cls, config: BaseModel | None) -> EdgeNorm:
-        cfg = config if isinstance(config, cls.Config) else cls.Config()
+        cfg = cls.config_or_default(config)
         return cfg.edge_norm
 
     def __init__(
