@@ -97,28 +97,16 @@ def paper_style() -> Iterator[None]:
         yield
 
 
-def series_style(name: str, i: int) -> tuple[str, str]:
-    """Colour and marker of a series: those its policy (or the plug-in naming its method) declares
-    (:func:`analysis.methods.series_styles`), else by position among the colours that no plug-in
-    claims (so BN adapt is never drawn in CEMA's colour)."""
-    styles = series_styles()
-    style = styles.get(name)
-    if style is not None and style["colour"] is not None:
-        return style["colour"], style["marker"] or MARKERS[i % len(MARKERS)]
-    claimed = {s["colour"] for s in styles.values()}
-    free = [c for c in OKABE_ITO if c not in claimed] or OKABE_ITO
-    return free[i % len(free)], MARKERS[i % len(MARKERS)]
-
-
 # after the Okabe-Ito colours, Paul Tol's muted set: distinct series for figures with many methods
 EXTRA_COLOURS = ["#882255", "#44AA99", "#999933", "#332288", "#AA4499", "#DDCC77", "#117733"]
 
 
 def figure_styles(names: list[str]) -> dict[str, tuple[str, str]]:
-    """Colour and marker of every series of one figure: a declared style (see
-    :func:`series_style`) where the plug-in has one, and for the others (renamed methods, keys of
-    unnamed ones) the first colours and markers that no series of this figure uses and, where
-    possible, no plug-in claims, so two series of one figure never share a colour."""
+    """Colour and marker of every series of one figure: the style its policy (or the plug-in
+    naming its method) declares (:func:`analysis.methods.series_styles`) where there is one, and
+    for the others (renamed methods, keys of unnamed ones) the first colours and markers that no
+    series of this figure uses and, where possible, no plug-in claims, so two series of one figure
+    never share a colour (and BN adapt is never drawn in CEMA's colour)."""
     styles = series_styles()
     chosen: dict[str, tuple[str, str]] = {}
     for name in names:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from analysis.methods import method_key, method_label, method_order, method_rank, series_styles
-from analysis.plots import _ordered, series_style
+from analysis.plots import _ordered, figure_styles
 from analysis.stats import paired_t_p_value, t_interval
 
 
@@ -68,10 +68,10 @@ def test_policies_and_their_methods_share_the_colour_and_marker_their_class_decl
         "cema": ("#D55E00", "o"),
     }
     for name, style in fixed.items():
-        assert series_style(name, 5) == style
+        assert figure_styles([name])[name] == style
     for label, policy in (("Source", "none"), ("Upload-all", "all"), ("CEMA", "cema")):
-        assert series_style(label, 3) == fixed[policy]
-    others = {series_style(label, i)[0] for i, label in enumerate(("BN adapt", "Tent", "EATA"))}
+        assert figure_styles([label])[label] == fixed[policy]
+    others = {colour for colour, _ in figure_styles(["BN adapt", "Tent", "EATA"]).values()}
     assert not others & {colour for colour, _ in fixed.values()}
     assert series_styles()["edgefm"]["rank"] < series_styles()["cema"]["rank"]
 

@@ -103,7 +103,7 @@ def test_every_series_of_a_figure_gets_its_own_colour():
     styles = plots.figure_styles(names)
     colours = [colour for colour, _ in styles.values()]
     assert len(set(colours)) == len(names)
-    assert styles["CEMA"] == plots.series_style("CEMA", 0)  # a declared style is kept
+    assert styles["CEMA"] == ("#D55E00", "o")  # a declared style is kept
     many = plots.figure_styles([f"m{i}" for i in range(30)])
     assert len({c for c, _ in many.values()}) >= 12  # then colours repeat, markers differ
 
