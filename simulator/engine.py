@@ -13,15 +13,14 @@ from typing import Any
 import pandas as pd
 import torch
 
-from simulator.adaptation import ADAPTERS
 from simulator.build import Fleet, ProgressCallback, build_fleet
+from simulator.checks import scenario_warnings
 from simulator.compute import describe_device, resolve_device
 from simulator.config import Scenario
 from simulator.fleet.executor import ExecutorKind
 from simulator.metrics import merge_selection, summarize, summarize_energy, summarize_selection
-from simulator.models.zoo import trained_on, weights_status
 
-__all__ = ["RunResult", "collect_summary", "run_scenario", "scenario_warnings"]
+__all__ = ["RunResult", "collect_summary", "run_scenario"]
 
 
 @dataclass
@@ -30,81 +29,6 @@ class RunResult:
     events: pd.DataFrame
     summary: dict[str, Any]
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-#: Below this many images per edge batch, normalising with the batch's own statistics costs
-#: accuracy (benchmarks/cifar10c.md, "Edge batch size under batch statistics").
-MIN_BATCH_FOR_STATISTICS = 16
-
-
-def scenario_warnings(scenario: Scenario) -> list[str]:
-    """What in a valid scenario is likely a mistake, one sentence each (empty: nothing): shown by
-    ``fleetsim validate`` and ``run`` and kept in the run's summary.json (``warnings``)."""
-    found: list[str] = []
-    batch, samples = scenario.stream.batch_size, scenario.stream.samples_per_device
-    segment = scenario.stream.segment_samples
-    if batch > samples:
-        found.append(
-            f"stream.batch_size {batch} is larger than stream.samples_per_device {samples}: "
-            f"each device classifies one batch of {samples}"
-        )
-    elif (
-        batch > segment
-        and samples > segment
-        and len(set(scenario.stream.corruptions)) > 1
-        and scenario.stream.schedule != "mixed"  # mixed draws each sample's domain: no segments
-    ):
-        found.append(
-            f"stream.batch_size {batch} is larger than stream.segment_samples {segment}: every "
-            "batch mixes images of two or more domains"
-        )
-    network = scenario.network
-    if network.latency.dist == "empirical" and "latency_ms" in network.model_fields_set:
-        found.append(
-            f"network.latency_ms {network.latency_ms} is not used: latency.dist empirical draws "
-            f"each latency from the measured RTTs ({network.latency.samples})"
-        )
-    adapter = ADAPTERS.get(scenario.cloud.adapter)
-    data = scenario.dataset.name
-    models = [("edge.model", scenario.edge.model, scenario.edge.checkpoint)]
-    answers = adapter.needs_teacher or scenario.routing.plugin.offloads
-    if answers and scenario.cloud.teacher is not None:
-        models.append(("cloud.teacher", scenario.cloud.teacher, scenario.cloud.teacher_checkpoint))
-    for key, name, checkpoint in models:
-        if checkpoint is not None:
-            continue
-        origin = trained_on(name)
-        if origin is not None and origin != data:
-            found.append(
-                f"{key} {name} was trained on {origin}, but dataset.name is {data}: its "
-                f"predictions will be near chance (pick a {data} model, fleetsim list models)"
-            )
-        where = weights_status(name)
-        if where.startswith("missing"):
-            found.append(f"{key} {name}: its weights are not on this machine ({where})")
-    if adapter.edge_norm_for(scenario.cloud.params()) != "batch":
-        return found
-    last = samples % batch  # a stream's last batch is short unless batches divide it
-    if batch >= MIN_BATCH_FOR_STATISTICS and 0 < last < MIN_BATCH_FOR_STATISTICS:
-        found.append(
-            f"stream.samples_per_device {samples} with stream.batch_size {batch} leaves each "
-            f"device a last batch of {last} image{'s' if last > 1 else ''}, which the edge "
-            f"normalises with its own statistics (cloud.adapter {scenario.cloud.adapter!r}); "
-            f"a multiple of {batch} avoids it"
-        )
-    if batch < MIN_BATCH_FOR_STATISTICS:
-        how = (
-            f"set cloud.{scenario.cloud.adapter}.edge_norm: eval, or raise stream.batch_size"
-            if "edge_norm" in adapter.Config.model_fields  # the adapter lets the edge choose
-            else "raise stream.batch_size"
-        )
-        found.append(
-            f"stream.batch_size {batch}: with cloud.adapter {scenario.cloud.adapter!r} the edge "
-            f"normalises each batch with its own statistics, which are noisy below "
-            f"{MIN_BATCH_FOR_STATISTICS} images (CIFAR-10-C, ResNet-20: BN adaptation's mean "
-            f"error is 81 % at batches of 1, 42 % at 4, 28 % at 32, against 47 % unadapted); {how}"
-        )
-    return found
 
 
 def run_scenario(

@@ -282,7 +282,7 @@ def plan_sweep(
     Raises :class:`ScenarioError` naming the run and the dotted path of the first invalid config,
     or (``refuse_shadowed``) naming a ``--set`` of a swept key (:func:`shadowed_overrides`).
     """
-    from simulator.engine import scenario_warnings
+    from simulator.checks import scenario_warnings
 
     path = Path(scenario_path)
     data = read_scenario_yaml(path)

@@ -136,7 +136,7 @@ def test_runs_without_likely_mistakes_have_no_warnings_key():
 
 
 def test_a_short_last_batch_under_batch_statistics_is_warned_about():
-    from simulator.engine import scenario_warnings
+    from simulator.checks import scenario_warnings
 
     def warnings(**changes):
         return scenario_warnings(scenario_from_dict(tiny_scenario_dict(**changes)))

@@ -289,8 +289,8 @@ def test_zoo_list_says_where_each_models_weights_are(tmp_path, monkeypatch):
     assert weights_status("synthetic_edge-w4a4-gdfq") == (
         "missing: fleetsim zoo quantize --model synthetic_edge --bits 4 --method gdfq"
     )
+    from simulator.checks import scenario_warnings
     from simulator.config import scenario_from_dict
-    from simulator.engine import scenario_warnings
     from tests.conftest import tiny_scenario_dict
 
     quantized = scenario_from_dict(tiny_scenario_dict(edge__model="synthetic_edge-w4a4-gdfq"))

@@ -4,6 +4,7 @@ correlated class order) and their validation."""
 import numpy as np
 import pytest
 
+from simulator.checks import scenario_warnings
 from simulator.config import ScenarioError, StreamConfig, scenario_from_dict
 from simulator.data.streams import (
     Domain,
@@ -11,7 +12,7 @@ from simulator.data.streams import (
     correlated_order,
     stream_domains,
 )
-from simulator.engine import run_scenario, scenario_warnings
+from simulator.engine import run_scenario
 from tests.conftest import tiny_scenario_dict
 
 THREE = ["gaussian_noise", "contrast", "fog"]
@@ -128,6 +129,44 @@ def test_mixed_needs_no_segment_warning():
     data = tiny_scenario_dict(stream__schedule="mixed", stream__batch_size=64)
     data["stream"]["segment_samples"] = 32
     assert not any("segment_samples" in w for w in scenario_warnings(scenario_from_dict(data)))
+
+
+def _segment_warnings(**stream):
+    data = tiny_scenario_dict(stream__batch_size=64)
+    data["stream"].update(stream)
+    return [w for w in scenario_warnings(scenario_from_dict(data)) if "segment_samples" in w]
+
+
+def test_segment_warning_looks_at_each_group():
+    two = dict(devices=[0], corruptions=["fog", "snow"])
+    # the stream's own segments are long enough; group 1's are not, and only group 1 is named
+    found = _segment_warnings(
+        segment_samples=64,
+        groups=[two, {**two, "devices": [1], "segment_samples": 32}],
+    )
+    assert found == [
+        "stream.batch_size 64 is larger than stream.groups[1].segment_samples 32 (stream group "
+        "1): every batch mixes images of two or more domains"
+    ]
+    # a group of one domain has no boundary to straddle; one inheriting short segments is named
+    # with the stream's key
+    found = _segment_warnings(
+        segment_samples=32,
+        groups=[{**two, "corruptions": ["fog"]}, {**two, "devices": [1]}],
+    )
+    assert found == [
+        "stream.batch_size 64 is larger than stream.segment_samples 32 (stream group 1): every "
+        "batch mixes images of two or more domains"
+    ]
+
+
+def test_segment_warning_for_a_gradual_walk_of_one_corruption():
+    found = _segment_warnings(schedule="gradual", corruptions=["fog"], segment_samples=32)
+    assert found == [
+        "stream.batch_size 64 is larger than stream.segment_samples 32: every batch mixes "
+        "images of two or more severities"
+    ]
+    assert not _segment_warnings(corruptions=["fog"], segment_samples=32)
 
 
 # --- gradual -------------------------------------------------------------------------------------

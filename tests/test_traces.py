@@ -11,9 +11,9 @@ import pytest
 import simpy
 from typer.testing import CliRunner
 
+from simulator.checks import scenario_warnings
 from simulator.cli import app
 from simulator.config import ScenarioError, scenario_from_dict
-from simulator.engine import scenario_warnings
 from simulator.fleet.links import FleetNetwork
 from simulator.fleet.network import Latency
 from simulator.traces import SHIPPED, TraceError, read_rtt, read_trace, resolve_rtt, resolve_trace

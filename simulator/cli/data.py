@@ -169,8 +169,8 @@ def data_stream(
           --set 'stream.groups=[{devices: [0, 1], corruptions: [fog]}, {devices: [2, 3]}]'
     """
     from simulator.build import build_device_stream
+    from simulator.checks import scenario_warnings
     from simulator.data.stream_preview import stream_figure, stream_summary
-    from simulator.engine import scenario_warnings
 
     resolved = _load(scenario, overrides)
     devices = resolved.fleet.devices

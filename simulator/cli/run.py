@@ -35,8 +35,8 @@ def validate(
     section is checked too: every run it makes must be valid."""
     import yaml
 
+    from simulator.checks import scenario_warnings
     from simulator.config import dump_scenario
-    from simulator.engine import scenario_warnings
 
     resolved = _load(scenario, overrides)
     plan = _sweep_plan(scenario, overrides)
@@ -119,9 +119,10 @@ def run(
     """
     import torch
 
+    from simulator.checks import scenario_warnings
     from simulator.config import read_scenario_yaml
     from simulator.data.datasets import DatasetError
-    from simulator.engine import run_scenario, scenario_warnings
+    from simulator.engine import run_scenario
     from simulator.fleet.executor import EXECUTORS
     from simulator.models.zoo import ModelError
     from simulator.runs import OutputError, check_run_dir, write_run
