@@ -339,13 +339,7 @@ def build_model_cloud(
     """The cloud of an adapter that ships whole models (TDMR), holding the labelled target set the
     adapter asks for; shipped models run on copies of ``edge_model`` with ``runtime``'s settings.
     The normalization-state options of the cloud section do not apply to it (README, TDMR)."""
-    cloud = scenario.cloud
-    if cloud.downlink_payload != "full":
-        raise ValueError(
-            f"cloud.downlink_payload {cloud.downlink_payload!r} is for normalization states; "
-            f"cloud.adapter {cloud.adapter!r} ships whole models: set cloud.{cloud.adapter}.ship "
-            "(full, changed, quantized) instead"
-        )
+    cloud = scenario.cloud  # config.py refuses a delta payload for whole models
     per_domain = adapter.labelled_per_domain()
     if per_domain:
         adapter.hold_labelled(*labelled_target_set(scenario, per_domain))

@@ -357,11 +357,11 @@ def gradual_walk(severity: int) -> list[int]:
     return [*range(1, severity + 1), *range(severity - 1, 0, -1)]
 
 
-def _stream_error(errors: list[tuple[tuple[str | int, ...], Any, str]]) -> ValidationError:
+def _located_error(errors: list[tuple[tuple[str | int, ...], Any, str]]) -> ValidationError:
     """A ValidationError whose entries keep their own locations (``groups.1.schedule``) inside
     the section that raised it; model validators use it to point at the key at fault."""
     return ValidationError.from_exception_data(
-        "stream",
+        "scenario",
         [
             InitErrorDetails(
                 type=PydanticCustomError("stream_combination", "{message}", {"message": text}),
@@ -451,7 +451,7 @@ class LabelShiftConfig(Section):
         if self.correlation is None:
             unused = [k for k in ("slots", "block_samples") if getattr(self, k) is not None]
             if unused:
-                raise _stream_error(
+                raise _located_error(
                     [
                         ((k,), getattr(self, k), "has no effect without labels.correlation")
                         for k in unused
@@ -618,7 +618,7 @@ class StreamConfig(Section):
         else:
             errors += self._group_errors()
         if errors:
-            raise _stream_error(errors)
+            raise _located_error(errors)
         return self
 
     def _group_errors(self) -> list[tuple[tuple[str | int, ...], Any, str]]:
@@ -1123,6 +1123,17 @@ class CloudConfig(PluginSection):
             )
         return self
 
+    @model_validator(mode="after")
+    def _payload_fits_adapter(self) -> CloudConfig:
+        if self.downlink_payload != "full" and self.plugin.ships_models:
+            text = (
+                f"{self.downlink_payload!r} is for normalization states; cloud.adapter "
+                f"{self.adapter!r} ships whole models: set cloud.{self.adapter}.ship (full, "
+                "changed, quantized) instead"
+            )
+            raise _located_error([(("downlink_payload",), self.downlink_payload, text)])
+        return self
+
     def hardware(self) -> CloudProfile:
         """The cloud profile in use (user-defined first, then built-in)."""
         return self.profiles.get(self.profile) or CLOUD_PROFILES[self.profile]
@@ -1333,7 +1344,7 @@ class Scenario(Section):
                 )
             )
         if errors:
-            raise _stream_error(errors)
+            raise _located_error(errors)
         return self
 
     def resolved(self) -> dict[str, Any]:

@@ -517,8 +517,9 @@ def test_a_scheduled_rebuild_runs_behind_cemas_upload_filter():
 def test_downlink_delta_is_refused_for_whole_models():
     data = _tdmr_scenario()
     data["cloud"]["downlink_payload"] = "delta"
-    with pytest.raises(ValueError, match="cloud.tdmr.ship"):
-        run_scenario(scenario_from_dict(data))
+    with pytest.raises(ScenarioError, match="cloud.downlink_payload") as caught:
+        scenario_from_dict(data)  # refused by validation, before anything is built
+    assert "cloud.tdmr.ship" in str(caught.value)
 
 
 def test_the_labelled_target_set_comes_from_the_train_split_corrupted_per_domain():
