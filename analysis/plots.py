@@ -564,7 +564,14 @@ def cloud(
     centres = (edges[:-1] + edges[1:]) / 2
     with paper_style():
         fig, (ax_queue, ax_count, ax_util) = _figure(height_in=3.6, rows=3, sharex=True)
-        ax_queue.plot(done, updates["queue_s"], color=OKABE_ITO[0], marker=".", linestyle="none")
+        if "queue_s" in updates and updates["queue_s"].notna().any():
+            ax_queue.plot(
+                done, updates["queue_s"], color=OKABE_ITO[0], marker=".", linestyle="none"
+            )
+        else:  # whole-model rebuilds recorded before 2026-12-05 lack it
+            ax_queue.text(
+                0.5, 0.5, "not recorded", ha="center", va="center", transform=ax_queue.transAxes
+            )
         ax_queue.set_ylabel("queue delay (s)")
         ax_count.bar(centres, counts, width=width * 0.9, color=OKABE_ITO[3])
         ax_count.set_ylabel("updates / bin")

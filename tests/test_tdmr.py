@@ -455,6 +455,21 @@ def test_a_device_never_runs_a_model_before_it_has_fully_arrived(tdmr_run):
     assert in_flight > 0  # batches did run on the old model while a new one travelled
 
 
+def test_rebuild_events_carry_their_queue_delay_and_draw_as_the_cloud_figure(tdmr_run):
+    from analysis import plots
+
+    updates = tdmr_run.events[tdmr_run.events["kind"] == "update"]
+    queue = updates["queue_s"].to_numpy(float)
+    assert len(queue) and (queue >= 0).all()
+    # a rebuild waits only behind jobs taken before it: never longer than its start time
+    assert (queue <= updates["started_s"].to_numpy(float) + 1e-9).all()
+    fig = plots.cloud(tdmr_run.events)  # the report's cloud figure (it once lacked queue_s)
+    assert len(fig.axes) == 3 and len(fig.axes[0].lines) == 1
+    # records written before rebuilds had queue_s still draw, saying so on that panel
+    older = plots.cloud(tdmr_run.events.drop(columns="queue_s"))
+    assert not older.axes[0].lines and older.axes[0].texts[0].get_text() == "not recorded"
+
+
 def test_summary_states_model_bytes_rebuilds_versions_and_stale_time(tdmr_run):
     summary, events = tdmr_run.summary, tdmr_run.events
     downloads = events[events["kind"] == "download"]

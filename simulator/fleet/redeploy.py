@@ -44,7 +44,8 @@ from simulator.models.norm import get_norm_state
 
 __all__ = ["JobQueue", "ModelCloud", "ModelDeployments", "stale_model_seconds"]
 
-#: A job of the cloud's queue: ``("upload", message)`` or ``("rebuild", (scope, reason))``.
+#: A job of the cloud's queue: ``("upload", message)`` or ``("rebuild", (scope, reason,
+#: requested_s))``.
 Job = tuple[str, Any]
 
 
@@ -155,7 +156,7 @@ class ModelCloud(ScopedPublisher):
         reason = self.adapter.rebuild_reason(scope, self.env.now)
         if reason is not None:
             self._rebuilding.add(scope)
-            self._enqueue(("rebuild", (scope, reason)))
+            self._enqueue(("rebuild", (scope, reason, self.env.now)))
 
     def _clock(self, tick_s: float, until_s: float) -> Generator[simpy.Event, None, None]:
         while self.env.now + tick_s <= until_s:
@@ -187,7 +188,9 @@ class ModelCloud(ScopedPublisher):
             self.busy_s += busy_s
         self._consider(scope)
 
-    def _rebuild(self, scope: object, reason: str) -> Generator[simpy.Event, None, None]:
+    def _rebuild(
+        self, scope: object, reason: str, requested_s: float
+    ) -> Generator[simpy.Event, None, None]:
         started_s = self.env.now
         samples_s = self._newest_sample_s.get(scope, float("nan"))
         stats = self.adapter.rebuild(scope, started_s, reason)
@@ -206,6 +209,7 @@ class ModelCloud(ScopedPublisher):
             version=version,
             reason=reason,
             started_s=started_s,
+            queue_s=started_s - requested_s,  # waiting behind other jobs for a free worker
             compute_s=compute_s,
             loss=stats.loss,
         )
