@@ -48,6 +48,8 @@ QUANTITIES: dict[str, tuple[str, float]] = {
     "updates": ("cloud updates", 1.0),
     "dropped_samples": ("uploaded samples dropped", 1.0),
     "state_staleness_mean_s": ("age of the state in use, mean (s)", 1.0),
+    "stale_model_s": ("time on a stale model, all devices (s)", 1.0),
+    "rebuild_ms_mean": ("cloud time per rebuild (ms)", 1.0),
     "network.uplink_scale": ("share of the measured uplink", 1.0),
     "cloud_steps": ("cloud steps", 1.0),
     "cloud_busy_s": ("cloud busy time (s)", 1.0),

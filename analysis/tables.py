@@ -31,6 +31,8 @@ AGGREGATE_METRICS = [
     "dropped_samples",
     "updates",
     "state_staleness_mean_s",
+    "stale_model_s",  # whole-model adapters (TDMR) only: absent, so no column, for the others
+    "rebuild_ms_mean",
 ]
 
 

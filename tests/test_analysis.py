@@ -237,3 +237,29 @@ def test_the_aggregate_table_keeps_runs_that_lack_a_key_another_folder_sweeps():
     table = tables.aggregate_table(runs)
     assert list(table["policy.name"]) == ["cema", "random"]
     assert list(table["seeds"]) == ["2", "2"]
+
+
+def test_the_aggregate_table_shows_whole_model_figures_only_where_runs_have_them():
+    import pandas as pd
+
+    runs = pd.DataFrame(
+        {
+            "cloud.adapter": ["cema", "cema", "tdmr", "tdmr"],
+            "seed": [0, 1, 0, 1],
+            "accuracy": [0.6, 0.8, 0.5, 0.7],
+            "stale_model_s": [np.nan, np.nan, 1.0, 3.0],
+            "rebuild_ms_mean": [np.nan, np.nan, 1800.0, 1800.0],
+        }
+    )
+    runs.attrs["swept"] = ["cloud.adapter", "seed"]
+    table = tables.aggregate_table(runs).set_index("cloud.adapter")
+    stale, rebuild = (plots.quantity(k)[0] for k in ("stale_model_s", "rebuild_ms_mean"))
+    assert table.loc["cema", stale] == table.loc["cema", rebuild] == "–"
+    assert table.loc["tdmr", stale].startswith("2.00 ± ")
+    assert table.loc["tdmr", rebuild] == "1800.00"
+    # a folder of state-shipping runs has no such column at all
+    only_cema = runs[runs["cloud.adapter"] == "cema"].drop(
+        columns=["stale_model_s", "rebuild_ms_mean"]
+    )
+    only_cema.attrs["swept"] = runs.attrs["swept"]
+    assert stale not in tables.aggregate_table(only_cema).columns
