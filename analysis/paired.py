@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,8 @@ class PairedComparison:
     b_upload_bytes: list[float]
     cells: tuple[int, int, int]
     corruptions: tuple[int, int, int]  # the same over corruptions, from the means over seeds
+    a_download_bytes: list[float] = field(default_factory=list)
+    b_download_bytes: list[float] = field(default_factory=list)
 
     @property
     def advantage(self) -> list[float]:
@@ -90,6 +92,8 @@ class PairedComparison:
             "a_upload_bytes_per_device": self.a_upload_bytes,
             "b_upload_bytes_per_device": self.b_upload_bytes,
             "bytes_ratio_b_over_a": self.bytes_ratio,
+            "a_download_bytes_per_device": self.a_download_bytes,
+            "b_download_bytes_per_device": self.b_download_bytes,
             "cells_lower_level_higher": list(self.cells),
             "corruptions_lower_level_higher": list(self.corruptions),
         }
@@ -238,6 +242,8 @@ def paired_comparison(
                 b_upload_bytes=rows_b["upload_bytes"].astype(float).tolist(),
                 cells=cells,
                 corruptions=corruptions,
+                a_download_bytes=rows_a["download_bytes"].astype(float).tolist(),
+                b_download_bytes=rows_b["download_bytes"].astype(float).tolist(),
             )
         )
     if not results:
@@ -298,4 +304,12 @@ def describe(result: PairedComparison) -> str:
     elif sum(result.b_upload_bytes):  # A sent nothing: no ratio, but B's bytes still tell
         per_device = sum(result.b_upload_bytes) / len(result.b_upload_bytes) / 1e6
         lines.append(f"{a} sent no upload bytes; {b} sent {per_device:.3g} MB per device.")
+    down_a, down_b = (
+        float(np.mean(d)) if d else 0.0 for d in (result.a_download_bytes, result.b_download_bytes)
+    )
+    if max(down_a, down_b) > 2 * min(down_a, down_b):  # whole models against states, say
+        lines.append(
+            f"Downlink: {a} received {down_a / 1e6:.3g} MB per device, {b} {down_b / 1e6:.3g} MB"
+            + (f" ({down_a / down_b:.3g}x)." if down_b else ".")
+        )
     return "\n".join(lines) + "\n"

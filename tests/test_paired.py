@@ -84,6 +84,11 @@ def test_advantage_interval_p_and_cell_signs_are_those_computed_by_hand(tmp_path
     assert f"CEMA sent no upload bytes; Random sent {megabytes:.3g} MB per device." in (
         describe(silent)
     )
+    # downlinks of one kind (states both) are not mentioned; whole models against states are
+    assert "Downlink" not in text
+    models = dataclasses.replace(result, a_download_bytes=[3e6] * 3, b_download_bytes=[1e5] * 3)
+    assert "Downlink: CEMA received 3 MB per device, Random 0.1 MB (30x)." in describe(models)
+    assert models.as_dict()["a_download_bytes_per_device"] == [3e6] * 3
 
 
 def test_the_same_numbers_from_continual_runs_and_two_methods_need_no_names(tmp_path):
